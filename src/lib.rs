@@ -1,0 +1,1 @@
+//! acgs: a governance control plane for automated and AI agents, in one binary.

@@ -1,0 +1,2 @@
+//! The `acgs` binary: parse the command line, run, exit with a code.
+fn main() {}
