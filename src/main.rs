@@ -1,2 +1,5 @@
-//! The `acgs` binary: parse the command line, run, exit with a code.
-fn main() {}
+//! The `acgs` binary: everything lives in the library; this only hands over the exit code.
+
+fn main() -> std::process::ExitCode {
+    acgs::main()
+}

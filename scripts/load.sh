@@ -1,0 +1,234 @@
+#!/usr/bin/env bash
+# scripts/load.sh — acgs's HTTP rate, quoted as a ratio of a hello-world's rate measured in the
+# same run, on the same machine, with the same wrk settings.
+#
+# Usage:   scripts/load.sh
+#          DURATION=30s scripts/load.sh
+#          METHOD=POST ROUTE=/api/v1/decide PORT=8005 BODY='{"...":"..."}' scripts/load.sh
+#
+# Steps: build `acgs` and `examples/hello.rs` in release mode; wrk the hello-world (GET /) on a
+# free port; stop it; start `acgs up` on a fresh data dir with a generated admin password; record
+# its idle RSS; get a bearer token from the auth service; wrk the target route with that token;
+# print a summary table. Every process it starts is stopped on exit.
+#
+# Environment (all optional):
+#   DURATION     wrk duration per target (default 10s)
+#   THREADS      wrk threads (default 2)          CONNECTIONS  wrk connections (default 64)
+#   METHOD       HTTP method of the acgs request (default GET)
+#   ROUTE        path of the acgs request (default /api/v1/users/me)
+#   PORT         acgs port serving ROUTE (default 8000; `acgs up` uses 8000–8006)
+#   BODY         request body (default none; sent with Content-Type: $CONTENT_TYPE)
+#   CONTENT_TYPE default application/json
+#   ONLY_HELLO   1 = build and measure the hello-world only (checks this script and the machine)
+#   ACGS_BIN     an acgs binary to measure instead of building this tree's (e.g. another commit's)
+#
+# Traffic goes to 127.0.0.1 only; every wrk run is bounded by DURATION.
+set -euo pipefail
+
+step() { printf '==> %s\n' "$*" >&2; }
+die() { printf '==> ERROR: %s\n' "$*" >&2; exit 1; }
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+DURATION="${DURATION:-10s}"
+THREADS="${THREADS:-2}"
+CONNECTIONS="${CONNECTIONS:-64}"
+METHOD="${METHOD:-GET}"
+ROUTE="${ROUTE:-/api/v1/users/me}"
+PORT="${PORT:-8000}"
+BODY="${BODY:-}"
+CONTENT_TYPE="${CONTENT_TYPE:-application/json}"
+ONLY_HELLO="${ONLY_HELLO:-0}"
+AUTH_PORT=8000 # the auth service of `acgs up` (ACGS_PORTS_AUTH left at its default)
+case "$ROUTE" in /*) ;; *) die "ROUTE must start with / (got '$ROUTE')" ;; esac
+
+if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
+if ! command -v cargo >/dev/null && [ -f "$HOME/.cargo/env" ]; then
+  # shellcheck disable=SC1091
+  . "$HOME/.cargo/env"
+fi
+
+# --- tools ------------------------------------------------------------------------------------
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
+command -v curl >/dev/null || missing+=(curl)
+command -v ps >/dev/null || missing+=(procps)
+if [ "${#missing[@]}" -gt 0 ]; then
+  step "installing Debian packages: ${missing[*]}"
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+fi
+command -v python3 >/dev/null || die "python3 not found"
+
+# --- cleanup ----------------------------------------------------------------------------------
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/acgs-load.XXXXXX")
+PIDS=()
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null || true
+      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+stop_pid() { # stop one process this script started, by its id
+  local pid=$1
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_http() { # url pid seconds: until the url answers anything, while pid lives
+  local url=$1 pid=$2 secs=$3 i
+  for i in $(seq 1 $((secs * 10))); do
+    if curl -s -o /dev/null --max-time 1 "$url"; then return 0; fi
+    kill -0 "$pid" 2>/dev/null || return 1
+    sleep 0.1
+  done
+  return 1
+}
+
+# --- wrk and its output -----------------------------------------------------------------------
+# Writes a Lua script for wrk: method, optional body, and headers (header lines "Name: value").
+wrk_lua() { # file method body header...
+  local file=$1 method=$2 body=$3; shift 3
+  {
+    printf 'wrk.method = [==[%s]==]\n' "$method"
+    if [ -n "$body" ]; then printf 'wrk.body = [==[%s]==]\n' "$body"; fi
+    local h
+    for h in "$@"; do
+      printf 'wrk.headers[ [==[%s]==] ] = [==[%s]==]\n' "${h%%:*}" "$(printf '%s' "${h#*:}" | sed 's/^ *//')"
+    done
+  } >"$file"
+}
+
+run_wrk() { # name url lua-file -> writes $WORK/name.wrk, echoes it to stderr
+  local name=$1 url=$2 lua=$3
+  step "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency $url ($name)"
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$lua" "$url" >"$WORK/$name.wrk"
+  sed 's/^/    /' "$WORK/$name.wrk" >&2
+}
+
+wrk_rps() { awk '/^Requests\/sec:/ { print $2 }' "$WORK/$1.wrk"; }
+wrk_p99() { awk '$1 == "99%" { print $2 }' "$WORK/$1.wrk"; }
+wrk_non2xx() { awk '/Non-2xx or 3xx responses:/ { print $NF }' "$WORK/$1.wrk"; }
+wrk_errors() { grep '^ *Socket errors:' "$WORK/$1.wrk" || true; }
+
+check_wrk() { # name: fails when the run answered anything but 2xx/3xx, or not at all
+  local n rps
+  n=$(wrk_non2xx "$1"); rps=$(wrk_rps "$1")
+  [ -n "$rps" ] || die "$1: wrk printed no Requests/sec"
+  if [ -n "$n" ] && [ "$n" != 0 ]; then
+    die "$1: $n responses were not 2xx/3xx: the rate measures errors, not work (check ROUTE/METHOD/BODY/PORT)"
+  fi
+  if [ -n "$(wrk_errors "$1")" ]; then step "note, $1: $(wrk_errors "$1" | sed 's/^ *//')"; fi
+}
+
+# --- build ------------------------------------------------------------------------------------
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+if [ "$ONLY_HELLO" = 1 ] || [ -n "${ACGS_BIN:-}" ]; then
+  step "cargo build --release --example hello"
+  cargo build --release --example hello
+else
+  step "cargo build --release --bin acgs --example hello"
+  cargo build --release --bin acgs --example hello
+fi
+HELLO_BIN="$TARGET_DIR/release/examples/hello"
+ACGS_BIN="${ACGS_BIN:-$TARGET_DIR/release/acgs}"
+[ "$ONLY_HELLO" = 1 ] || [ -x "$ACGS_BIN" ] || die "no acgs binary at $ACGS_BIN"
+
+# --- hello-world baseline ---------------------------------------------------------------------
+HELLO_PORT=$(free_port)
+step "starting hello-world on 127.0.0.1:$HELLO_PORT"
+PORT="$HELLO_PORT" "$HELLO_BIN" "$HELLO_PORT" >"$WORK/hello.log" 2>&1 &
+hello_pid=$!
+PIDS+=("$hello_pid")
+wait_http "http://127.0.0.1:$HELLO_PORT/" "$hello_pid" 30 || { cat "$WORK/hello.log" >&2; die "hello-world did not start"; }
+[ "$(curl -s "http://127.0.0.1:$HELLO_PORT/")" = "Hello, World!" ] || die "hello-world answered something else"
+wrk_lua "$WORK/hello.lua" GET ""
+run_wrk hello "http://127.0.0.1:$HELLO_PORT/" "$WORK/hello.lua"
+check_wrk hello
+stop_pid "$hello_pid"
+
+HELLO_RPS=$(wrk_rps hello); HELLO_P99=$(wrk_p99 hello)
+
+if [ "$ONLY_HELLO" = 1 ]; then
+  printf '\n%-36s %14s %12s\n' "target (wrk -t$THREADS -c$CONNECTIONS -d$DURATION)" "req/s" "p99"
+  printf '%-36s %14s %12s\n' "hello-world GET /" "$HELLO_RPS" "$HELLO_P99"
+  exit 0
+fi
+
+# --- acgs -------------------------------------------------------------------------------------
+for p in $(seq 8000 8006); do
+  port_busy "$p" && die "127.0.0.1:$p is already in use: acgs up needs 8000–8006 free (stop what listens there)"
+done
+
+ADMIN_PW=$(od -An -N18 -tx1 /dev/urandom | tr -d ' \n')
+DATA_DIR="$WORK/data"
+mkdir -p "$DATA_DIR"
+step "starting acgs up --data-dir $DATA_DIR"
+ACGS_ADMIN_PASSWORD="$ADMIN_PW" "$ACGS_BIN" up --data-dir "$DATA_DIR" >"$WORK/acgs.log" 2>&1 &
+acgs_pid=$!
+PIDS+=("$acgs_pid")
+for p in $(printf '%s\n' "$AUTH_PORT" "$PORT" | sort -u); do
+  step "waiting for http://127.0.0.1:$p/health"
+  wait_http "http://127.0.0.1:$p/health" "$acgs_pid" 60 || {
+    tail -n 40 "$WORK/acgs.log" >&2
+    die "acgs did not answer on 127.0.0.1:$p/health within 60 s"
+  }
+done
+
+# Idle RSS: after start-up, before any load.
+sleep 1
+IDLE_RSS_KB=$(ps -o rss= -p "$acgs_pid" | tr -d ' ')
+IDLE_RSS_MB=$(awk -v k="$IDLE_RSS_KB" 'BEGIN { printf "%.1f", k / 1024 }')
+
+step "getting a token for admin from 127.0.0.1:$AUTH_PORT/api/v1/auth/token"
+TOKEN=$(curl -s --max-time 10 -d grant_type=password -d username=admin --data-urlencode "password=$ADMIN_PW" \
+  "http://127.0.0.1:$AUTH_PORT/api/v1/auth/token" |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])') ||
+  die "no access_token from /api/v1/auth/token (see the acgs log: $(tail -n 5 "$WORK/acgs.log"))"
+
+URL="http://127.0.0.1:$PORT$ROUTE"
+headers=("Authorization: Bearer $TOKEN")
+[ -n "$BODY" ] && headers+=("Content-Type: $CONTENT_TYPE")
+# One request first: a route that fails is reported as such, not measured.
+probe=(curl -s -o "$WORK/probe.out" -w '%{http_code}' --max-time 10 -X "$METHOD" -H "${headers[0]}")
+[ -n "$BODY" ] && probe+=(-H "${headers[1]}" --data-binary "$BODY")
+code=$("${probe[@]}" "$URL") || true
+case "$code" in
+  2??) ;;
+  *) die "$METHOD $URL answered HTTP $code: $(head -c 300 "$WORK/probe.out")" ;;
+esac
+
+wrk_lua "$WORK/acgs.lua" "$METHOD" "$BODY" "${headers[@]}"
+run_wrk acgs "$URL" "$WORK/acgs.lua"
+check_wrk acgs
+LOADED_RSS_KB=$(ps -o rss= -p "$acgs_pid" | tr -d ' ')
+LOADED_RSS_MB=$(awk -v k="$LOADED_RSS_KB" 'BEGIN { printf "%.1f", k / 1024 }')
+stop_pid "$acgs_pid"
+
+ACGS_RPS=$(wrk_rps acgs); ACGS_P99=$(wrk_p99 acgs)
+RATIO=$(awk -v a="$ACGS_RPS" -v h="$HELLO_RPS" 'BEGIN { printf "%.1f%%", 100 * a / h }')
+
+printf '\n%-40s %14s %12s\n' "target (wrk -t$THREADS -c$CONNECTIONS -d$DURATION)" "req/s" "p99"
+printf '%-40s %14s %12s\n' "hello-world GET /" "$HELLO_RPS" "$HELLO_P99"
+printf '%-40s %14s %12s\n' "acgs $METHOD $ROUTE (authenticated)" "$ACGS_RPS" "$ACGS_P99"
+printf '%-40s %14s\n' "ratio acgs / hello" "$RATIO"
+printf '%-40s %14s\n' "acgs idle RSS (MB)" "$IDLE_RSS_MB"
+printf '%-40s %14s\n' "acgs RSS after load (MB)" "$LOADED_RSS_MB"

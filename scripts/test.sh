@@ -1,0 +1,225 @@
+#!/usr/bin/env bash
+# scripts/test.sh — THE one test command of acgs (README points here; .ci/run execs exactly this).
+#
+# Usage:   scripts/test.sh [CARGO_TEST_ARGS...]
+#          scripts/test.sh auth                  # extra args go to both `cargo test` runs
+#          ACGS_SLOW_TESTS=0 scripts/test.sh      # quick local run: skip the Docker/bootstrap suites
+#
+# What it does, on a brand-new Debian 12 machine (as root, or through sudo when not root), and
+# again on the same machine (idempotent: a second run installs nothing and is fast):
+#   1. installs what is missing: Debian's postgresql (server) and prometheus (for promtool);
+#      Python's PyJWT and cryptography (used by the tests); `apt-get update` only when needed;
+#   2. starts PostgreSQL on 127.0.0.1 only, sets a password generated for this run on the
+#      superuser role `acgs_test`, and builds ACGS_TEST_DATABASE_URL from it;
+#   3. runs the suite twice:
+#        pass 1: `cargo test --locked [ARGS]`          with ACGS_TEST_DATABASE_URL unset (SQLite)
+#        pass 2: `cargo test --locked --tests [ARGS]`  with ACGS_TEST_DATABASE_URL set (PostgreSQL)
+#      and exits non-zero if either pass fails. The PostgreSQL server is left running.
+#
+# Environment read by this script and passed on to the tests:
+#   ACGS_SLOW_TESTS   default 1 (CI runs everything). 0 = tests skip the slow Docker/bootstrap
+#                     suites, and this script does not install or start Docker for them.
+#   ACGS_TEST_DATABASE_URL
+#                     set by this script for pass 2 only (postgres://acgs_test:PW@127.0.0.1:PORT/postgres);
+#                     tests create and drop their own databases through it. Unset in pass 1.
+set -euo pipefail
+
+step() { printf '==> %s\n' "$*" >&2; }
+warn() { printf '==> WARNING: %s\n' "$*" >&2; }
+die() { printf '==> ERROR: %s\n' "$*" >&2; exit 1; }
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+REPO_ROOT=$(pwd)
+
+export ACGS_SLOW_TESTS="${ACGS_SLOW_TESTS:-1}"
+case "$ACGS_SLOW_TESTS" in
+  0|1) ;;
+  *) die "ACGS_SLOW_TESTS must be 0 or 1 (got '$ACGS_SLOW_TESTS')" ;;
+esac
+# Pass 1 must see no database URL, whatever the caller's environment holds.
+unset ACGS_TEST_DATABASE_URL
+
+# --- privileges -------------------------------------------------------------------------------
+if [ "$(id -u)" -eq 0 ]; then
+  SUDO=()
+  as_postgres() { (cd / && runuser -u postgres -- "$@"); }
+else
+  command -v sudo >/dev/null || die "not root and no sudo: run as root or install sudo"
+  SUDO=(sudo)
+  as_postgres() { (cd / && sudo -u postgres -- "$@"); }
+fi
+
+# --- toolchains on PATH (CI's environment may lack the login shell's PATH additions) ----------
+if ! command -v cargo >/dev/null && [ -f "$HOME/.cargo/env" ]; then
+  # shellcheck disable=SC1091
+  . "$HOME/.cargo/env"
+fi
+command -v cargo >/dev/null || die "cargo not found (the machine's rustup toolchain is expected)"
+if ! command -v python3 >/dev/null && [ -d "$HOME/.pyenv/shims" ]; then
+  PATH="$HOME/.pyenv/shims:$PATH"
+fi
+command -v python3 >/dev/null || die "python3 not found"
+
+# --- Debian packages --------------------------------------------------------------------------
+# The PostgreSQL server, not just the client (the client package also creates /usr/lib/postgresql/N).
+pg_server_version() {
+  local d
+  for d in /usr/lib/postgresql/*/bin/postgres; do
+    [ -x "$d" ] || continue
+    d=${d#/usr/lib/postgresql/}; printf '%s\n' "${d%%/*}"
+  done | sort -V | tail -n 1
+}
+
+apt_pkgs=()
+[ -n "$(pg_server_version)" ] && command -v pg_lsclusters >/dev/null || apt_pkgs+=(postgresql)
+command -v promtool >/dev/null || apt_pkgs+=(prometheus)
+# --- Docker for the slow suites: a later issue installs docker.io here (when ACGS_SLOW_TESTS=1) ---
+# if [ "$ACGS_SLOW_TESTS" = 1 ]; then command -v docker >/dev/null || apt_pkgs+=(docker.io); fi
+
+if [ "${#apt_pkgs[@]}" -gt 0 ]; then
+  step "installing Debian packages: ${apt_pkgs[*]}"
+  # Keep package scripts from starting services (prometheus on :9090 and the like): we start
+  # what the tests need ourselves. Only if the machine has no policy of its own already.
+  policy_created=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee /usr/sbin/policy-rc.d >/dev/null
+    "${SUDO[@]}" chmod 755 /usr/sbin/policy-rc.d
+    policy_created=1
+  fi
+  apt_rc=0
+  {
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q &&
+      "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${apt_pkgs[@]}"
+  } || apt_rc=$?
+  if [ "$policy_created" = 1 ]; then "${SUDO[@]}" rm -f /usr/sbin/policy-rc.d; fi
+  [ "$apt_rc" -eq 0 ] || die "apt-get failed (exit $apt_rc)"
+else
+  step "Debian packages: postgresql, prometheus (promtool) already installed"
+fi
+command -v promtool >/dev/null || die "promtool still missing after installing prometheus"
+
+# --- Python packages the tests use ------------------------------------------------------------
+if python3 -c 'import jwt, cryptography' 2>/dev/null; then
+  step "Python packages: PyJWT, cryptography already installed"
+else
+  step "installing Python packages: PyJWT cryptography"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore PyJWT cryptography
+  python3 -c 'import jwt, cryptography' || die "PyJWT/cryptography still not importable"
+fi
+
+# --- Rust targets -----------------------------------------------------------------------------
+# A later issue adds the static build here:
+#   rustup target list --installed | grep -qx x86_64-unknown-linux-musl \
+#     || rustup target add x86_64-unknown-linux-musl   (plus Debian's musl-tools above)
+step "Rust: $(cargo --version)"
+
+# --- Docker engine for the slow suites --------------------------------------------------------
+if [ "$ACGS_SLOW_TESTS" = 1 ]; then
+  : # A later issue starts dockerd here (background, then wait for `docker info`, bounded).
+else
+  step "ACGS_SLOW_TESTS=0: slow (Docker/bootstrap) suites will be skipped"
+fi
+
+# --- PostgreSQL -------------------------------------------------------------------------------
+PG_VER=$(pg_server_version)
+[ -n "$PG_VER" ] || die "no PostgreSQL server under /usr/lib/postgresql/*/bin/postgres"
+PG_CLUSTER=main
+
+cluster_field() { # $1 = column number of `pg_lsclusters -h` (3 port, 4 status)
+  pg_lsclusters -h | awk -v v="$PG_VER" -v c="$PG_CLUSTER" -v f="$1" '$1 == v && $2 == c { print $f }'
+}
+
+if [ -z "$(cluster_field 3)" ]; then
+  step "creating PostgreSQL $PG_VER cluster '$PG_CLUSTER'"
+  "${SUDO[@]}" pg_createcluster "$PG_VER" "$PG_CLUSTER" >&2
+fi
+PG_PORT=$(cluster_field 3)
+[ -n "$PG_PORT" ] || die "cannot read the port of cluster $PG_VER/$PG_CLUSTER from pg_lsclusters"
+
+# Listen on 127.0.0.1 only (Debian's default 'localhost' also means ::1). A drop-in file in the
+# cluster's conf.d (Debian's postgresql.conf includes it) keeps postgresql.conf untouched.
+need_restart=0
+pg_conf_dir="/etc/postgresql/$PG_VER/$PG_CLUSTER"
+pg_dropin="$pg_conf_dir/conf.d/acgs-test.conf"
+pg_dropin_text="# Written by acgs scripts/test.sh: the test server listens on loopback IPv4 only.
+listen_addresses = '127.0.0.1'"
+if [ "$("${SUDO[@]}" cat "$pg_dropin" 2>/dev/null || true)" != "$pg_dropin_text" ]; then
+  step "PostgreSQL $PG_VER/$PG_CLUSTER: listen_addresses = '127.0.0.1' ($pg_dropin)"
+  "${SUDO[@]}" mkdir -p "$pg_conf_dir/conf.d"
+  printf '%s\n' "$pg_dropin_text" | "${SUDO[@]}" tee "$pg_dropin" >/dev/null
+  need_restart=1
+fi
+
+pg_log="/var/log/postgresql/postgresql-$PG_VER-$PG_CLUSTER.log"
+pg_action() { # start | restart; "already running" is fine
+  local out rc=0
+  out=$("${SUDO[@]}" pg_ctlcluster "$PG_VER" "$PG_CLUSTER" "$1" 2>&1) || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    case "$out" in
+      *"already running"*) ;;
+      *) printf '%s\n' "$out" >&2
+         "${SUDO[@]}" tail -n 20 "$pg_log" >&2 2>/dev/null || true
+         die "pg_ctlcluster $PG_VER $PG_CLUSTER $1 failed (exit $rc)" ;;
+    esac
+  fi
+}
+
+if [ "$(cluster_field 4)" = online ]; then
+  if [ "$need_restart" = 1 ]; then
+    step "restarting PostgreSQL $PG_VER/$PG_CLUSTER for listen_addresses"
+    pg_action restart
+  else
+    step "PostgreSQL $PG_VER/$PG_CLUSTER already running on port $PG_PORT"
+  fi
+else
+  step "starting PostgreSQL $PG_VER/$PG_CLUSTER on 127.0.0.1:$PG_PORT"
+  pg_action start
+fi
+
+step "waiting for PostgreSQL on 127.0.0.1:$PG_PORT"
+ready=0
+for _ in $(seq 1 60); do
+  if pg_isready -q -h 127.0.0.1 -p "$PG_PORT"; then ready=1; break; fi
+  sleep 0.5
+done
+[ "$ready" = 1 ] || {
+  "${SUDO[@]}" tail -n 20 "$pg_log" >&2 2>/dev/null || true
+  die "PostgreSQL not ready on 127.0.0.1:$PG_PORT after 30 s"
+}
+
+# A password for this run only (hex: no quoting problems in SQL or in the URL). It goes to psql
+# on stdin, never on a command line.
+PG_PW=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
+step "setting a fresh password on PostgreSQL role acgs_test (SUPERUSER)"
+as_postgres psql -q -X -v ON_ERROR_STOP=1 -p "$PG_PORT" -d postgres >/dev/null <<SQL
+DO \$\$
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'acgs_test') THEN
+    ALTER ROLE acgs_test WITH SUPERUSER LOGIN PASSWORD '$PG_PW';
+  ELSE
+    CREATE ROLE acgs_test WITH SUPERUSER LOGIN PASSWORD '$PG_PW';
+  END IF;
+END
+\$\$;
+SQL
+PG_URL="postgres://acgs_test:$PG_PW@127.0.0.1:$PG_PORT/postgres"
+# Check the URL really works over TCP with the password before handing it to the tests.
+PGPASSWORD="$PG_PW" psql -q -X -h 127.0.0.1 -p "$PG_PORT" -U acgs_test -d postgres -Atc 'SELECT 1' >/dev/null \
+  || die "cannot log in as acgs_test over TCP on 127.0.0.1:$PG_PORT (check pg_hba.conf)"
+
+# --- the suite, twice -------------------------------------------------------------------------
+locked=()
+if [ -f "$REPO_ROOT/Cargo.lock" ]; then locked=(--locked); else warn "no Cargo.lock: running without --locked"; fi
+
+step "pass 1/2: cargo test ${locked[*]}${*:+ $*} (SQLite, ACGS_TEST_DATABASE_URL unset, ACGS_SLOW_TESTS=$ACGS_SLOW_TESTS)"
+rc_sqlite=0
+cargo test "${locked[@]}" "$@" || rc_sqlite=$?
+
+step "pass 2/2: cargo test ${locked[*]} --tests${*:+ $*} (PostgreSQL 127.0.0.1:$PG_PORT, ACGS_SLOW_TESTS=$ACGS_SLOW_TESTS)"
+rc_pg=0
+ACGS_TEST_DATABASE_URL="$PG_URL" cargo test "${locked[@]}" --tests "$@" || rc_pg=$?
+
+verdict() { if [ "$1" -eq 0 ]; then echo ok; else echo "FAILED (exit $1)"; fi; }
+step "pass 1 (SQLite):     $(verdict "$rc_sqlite")"
+step "pass 2 (PostgreSQL): $(verdict "$rc_pg")"
+[ "$rc_sqlite" -eq 0 ] && [ "$rc_pg" -eq 0 ]

@@ -1,0 +1,12 @@
+//! What every service shares: HTTP application and errors, token verification, the
+//! constitutional hash, storage, the bus, metrics, shutdown. Nothing here knows any one service.
+
+pub mod auth;
+pub mod bus;
+pub mod constitution;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod service;
+pub mod shutdown;
+pub mod storage;

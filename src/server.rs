@@ -1,0 +1,248 @@
+//! Starting and stopping services: `acgs up` (all seven in one process) and `acgs serve <name>`.
+//!
+//! [`start`] loads the constitution, checks the pinned hash, opens each selected service, binds
+//! every listener before serving any (so a busy port fails start-up as a whole), and returns a
+//! [`Stack`] with the bound addresses — port 0 works, which is how the tests run. [`Stack::stop`]
+//! drains in-flight requests for at most `http.shutdown_grace_ms`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::kernel::auth::{KeySource, Verifier};
+use crate::kernel::bus::{Bus, subjects};
+use crate::kernel::constitution::{Constitution, ConstitutionError, HashCell};
+use crate::kernel::http::{self, HttpContext, ReadyCheck, ServiceApp};
+use crate::kernel::service::ServiceName;
+use crate::kernel::shutdown::Shutdown;
+use crate::services::auth::client::AuthClient;
+use crate::services::auth::{self, AdminBootstrap, AuthService};
+use crate::services::{consensus, constitution, evolution, integrity, simulation, verification};
+
+/// Why the services could not start. Each is one line for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("constitution: {0}")]
+    Constitution(#[from] ConstitutionError),
+    #[error("cannot read constitution file {path}: {reason}")]
+    ConstitutionFile { path: String, reason: String },
+    #[error(
+        "CONSTITUTIONAL_HASH pins {pinned} but the active constitution's hash is {actual}; refusing to start \
+         (unset CONSTITUTIONAL_HASH or load the constitution it names)"
+    )]
+    HashPinned { pinned: String, actual: String },
+    #[error("cannot create data directory {path}: {reason}")]
+    DataDir { path: String, reason: String },
+    #[error(transparent)]
+    Auth(#[from] auth::StartError),
+    #[error("auth service: {0}")]
+    Revocations(String),
+    #[error("cannot listen on {addr} for the {service} service: {reason}")]
+    Listen { service: ServiceName, addr: SocketAddr, reason: String },
+}
+
+/// A service that is serving.
+#[derive(Debug, Clone, Copy)]
+pub struct Running {
+    pub name: ServiceName,
+    pub addr: SocketAddr,
+}
+
+/// The services of this process, serving.
+pub struct Stack {
+    pub services: Vec<Running>,
+    /// The constitutional hash served.
+    pub constitutional_hash: String,
+    /// What start-up did about the admin account (when auth runs here).
+    pub admin: Option<AdminBootstrap>,
+    pub hash: HashCell,
+    pub bus: Bus,
+    shutdown: Shutdown,
+    grace: Duration,
+    /// The HTTP servers, which drain on shutdown.
+    servers: Vec<JoinHandle<()>>,
+    /// Bus followers and pollers, which are simply stopped.
+    background: Vec<JoinHandle<()>>,
+}
+
+impl Stack {
+    /// The address a service listens on.
+    pub fn addr(&self, name: ServiceName) -> Option<SocketAddr> {
+        self.services.iter().find(|s| s.name == name).map(|s| s.addr)
+    }
+
+    /// Stops every server: no new connections, in-flight requests get the grace period.
+    pub async fn stop(self) {
+        self.shutdown.trigger();
+        for task in &self.background {
+            task.abort();
+        }
+        let all = futures::future::join_all(self.servers);
+        if tokio::time::timeout(self.grace, all).await.is_err() {
+            tracing::warn!(
+                grace_ms = self.grace.as_millis() as u64,
+                "requests still running after the grace period were cut"
+            );
+        }
+    }
+}
+
+/// Loads the constitution this process serves: `constitution_file` or the embedded genesis.
+pub fn load_constitution(config: &Config) -> Result<Constitution, StartError> {
+    if config.constitution_file.is_empty() {
+        return Ok(Constitution::genesis()?);
+    }
+    let path = &config.constitution_file;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| StartError::ConstitutionFile { path: path.clone(), reason: e.to_string() })?;
+    Ok(Constitution::from_toml(&text, path)?)
+}
+
+fn create_data_dir(path: &Path) -> Result<(), StartError> {
+    let fail = |e: std::io::Error| StartError::DataDir { path: path.display().to_string(), reason: e.to_string() };
+    std::fs::create_dir_all(path).map_err(fail)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(fail)?;
+    }
+    Ok(())
+}
+
+/// Starts the selected services.
+pub async fn start(config: Config, selection: &[ServiceName]) -> Result<Stack, StartError> {
+    let constitution = load_constitution(&config)?;
+    let digest = constitution.digest();
+    if !config.constitutional_hash.is_empty() && config.constitutional_hash != digest.short {
+        return Err(StartError::HashPinned { pinned: config.constitutional_hash.clone(), actual: digest.short });
+    }
+    create_data_dir(&config.data_dir)?;
+    let bus = Bus::new();
+    let hash = HashCell::new(&digest.short);
+
+    let (auth_service, admin) = if selection.contains(&ServiceName::Auth) {
+        let (service, bootstrap) = AuthService::start(&config, bus.clone()).await?;
+        (Some(service), Some(bootstrap))
+    } else {
+        (None, None)
+    };
+    let auth_client = match (&auth_service, config.peer_url(ServiceName::Auth)) {
+        (Some(service), _) => service.client(),
+        (None, Some(url)) => AuthClient::http(url),
+        (None, None) => AuthClient::Unconfigured,
+    };
+    let key_source: Arc<dyn KeySource> = Arc::new(auth_client.clone());
+    let verifier = Arc::new(Verifier::new(
+        key_source,
+        &config.auth.issuer,
+        &config.auth.audience,
+        usize::try_from(config.auth.token_cache_entries).unwrap_or(10_000),
+    ));
+    let shutdown = Shutdown::new();
+    let mut background = Vec::new();
+    if auth_service.is_some() {
+        verifier.load_revocations().await.map_err(StartError::Revocations)?;
+    } else if !matches!(auth_client, AuthClient::Unconfigured) {
+        background.push(tokio::spawn(poll_revocations(verifier.clone())));
+    }
+    background.push(tokio::spawn(follow_revocations(verifier.clone(), bus.subscribe(subjects::TOKEN_REVOKED))));
+
+    let ctx = HttpContext {
+        hash: hash.clone(),
+        verifier,
+        body_limit_bytes: usize::try_from(config.http.body_limit_bytes).unwrap_or(usize::MAX),
+        request_timeout: Duration::from_secs(config.http.request_timeout_secs),
+    };
+
+    // Bind everything first: a port in use fails the whole start, before anything serves.
+    let mut listeners = Vec::new();
+    for &name in selection {
+        let addr = SocketAddr::new(config.bind_addr(), config.port(name));
+        let listener = TcpListener::bind(addr).await.map_err(|e| StartError::Listen {
+            service: name,
+            addr,
+            reason: e.to_string(),
+        })?;
+        let local =
+            listener.local_addr().map_err(|e| StartError::Listen { service: name, addr, reason: e.to_string() })?;
+        listeners.push((name, listener, local));
+    }
+
+    let mut services = Vec::new();
+    let mut servers = Vec::new();
+    for (name, listener, addr) in listeners {
+        let mut app = match name {
+            ServiceName::Auth => match &auth_service {
+                Some(service) => service.app(),
+                None => continue,
+            },
+            ServiceName::Constitution => constitution::app(),
+            ServiceName::Integrity => integrity::app(),
+            ServiceName::Verification => verification::app(),
+            ServiceName::Simulation => simulation::app(),
+            ServiceName::Consensus => consensus::app(),
+            ServiceName::Evolution => evolution::app(),
+        };
+        if auth_service.is_none() {
+            let client = auth_client.clone();
+            app.ready.push(ReadyCheck::new("auth", move || {
+                let client = client.clone();
+                async move { client.check().await }
+            }));
+        }
+        servers.push(serve(app, &ctx, listener, shutdown.clone()));
+        services.push(Running { name, addr });
+    }
+
+    Ok(Stack {
+        services,
+        constitutional_hash: digest.short,
+        admin,
+        hash,
+        bus,
+        shutdown,
+        grace: Duration::from_millis(config.http.shutdown_grace_ms),
+        servers,
+        background,
+    })
+}
+
+fn serve(app: ServiceApp, ctx: &HttpContext, listener: TcpListener, shutdown: Shutdown) -> JoinHandle<()> {
+    let name = app.name;
+    let router = http::build(app, ctx);
+    tokio::spawn(async move {
+        let result = axum::serve(listener, router.into_make_service())
+            .with_graceful_shutdown(async move { shutdown.wait().await })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(service = %name, error = %e, "server stopped with an error");
+        }
+    })
+}
+
+/// Applies revocations announced on the bus to this process's verifier.
+async fn follow_revocations(verifier: Arc<Verifier>, mut events: crate::kernel::bus::Subscription) {
+    while let Some(event) = events.next().await {
+        let jti = event.payload.get("jti").and_then(|v| v.as_str());
+        let exp = event.payload.get("exp").and_then(serde_json::Value::as_u64);
+        if let (Some(jti), Some(exp)) = (jti, exp) {
+            verifier.revoke(jti, exp);
+        }
+    }
+}
+
+/// Without a shared bus, a process whose auth service is elsewhere polls its revocation list.
+async fn poll_revocations(verifier: Arc<Verifier>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        if let Err(e) = verifier.load_revocations().await {
+            tracing::warn!(error = %e, "cannot refresh the revocation list from the auth service");
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! The auth service (port 8000): users with argon2id passwords, the six roles, machine clients,
+//! OAuth 2.0 token issuance (password, client_credentials, refresh_token with rotation and reuse
+//! detection), RFC 7009 revocation, RFC 7662 introspection, the JWKS and OpenID discovery
+//! documents, key rotation, and lock-out after repeated failed logins.
+//!
+//! Other services never read this module's tables: they verify tokens locally with the kernel's
+//! verifier, which gets keys and revocations through [`client::AuthClient`].
+
+pub mod client;
+mod keys;
+mod routes;
+mod secrets;
+mod store;
+mod tokens;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use prometheus::{IntCounterVec, Opts};
+
+use crate::config::{AuthSettings, Config};
+use crate::kernel::auth::{Role, now_secs};
+use crate::kernel::bus::{Bus, subjects};
+use crate::kernel::http::{ReadyCheck, ServiceApp};
+use crate::kernel::metrics::Metrics;
+use crate::kernel::service::ServiceName;
+use crate::kernel::storage::{Db, StorageError};
+
+use keys::KeyRing;
+use store::{User, Users};
+
+/// Shortest password accepted for users (NIST SP 800-63B asks for at least 8; we ask for 12).
+pub const MIN_PASSWORD_LEN: usize = 12;
+
+/// Why the auth service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("auth storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("auth signing keys: {0}")]
+    Keys(#[from] keys::KeyError),
+    #[error("admin password: {0}")]
+    AdminPassword(String),
+    #[error("cannot write {path}: {reason}")]
+    WriteFile { path: String, reason: String },
+}
+
+/// The auth service's state, shared by its routes and its in-process client.
+pub struct AuthCore {
+    db: Db,
+    settings: AuthSettings,
+    keys: KeyRing,
+    bus: Bus,
+    metrics: Metrics,
+    logins: IntCounterVec,
+    tokens_issued: IntCounterVec,
+}
+
+/// What first start did about the admin account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminBootstrap {
+    /// An admin already existed.
+    Existing,
+    /// Created with the password from `ACGS_ADMIN_PASSWORD` (or `admin_password`).
+    CreatedWithConfiguredPassword,
+    /// Created with a generated password, written to this file (mode 0600).
+    CreatedWithGeneratedPassword(PathBuf),
+}
+
+/// A running auth service.
+#[derive(Clone)]
+pub struct AuthService {
+    core: Arc<AuthCore>,
+}
+
+impl AuthService {
+    /// Opens storage, applies migrations, loads (or creates) the signing keys and, on first start,
+    /// creates the `admin` account.
+    pub async fn start(config: &Config, bus: Bus) -> Result<(AuthService, AdminBootstrap), StartError> {
+        let db = Db::open(ServiceName::Auth.as_str(), &config.storage()).await?;
+        let migrations = crate::embedded::migrations(ServiceName::Auth)?;
+        db.migrate(&migrations).await?;
+        let keys = KeyRing::load(&db).await?;
+        let metrics = Metrics::new(ServiceName::Auth.as_str());
+        let logins = IntCounterVec::new(
+            Opts::new(
+                "acgs_auth_logins_total",
+                "Password logins by outcome (success, failure, lockout, locked, disabled)",
+            ),
+            &["outcome"],
+        )
+        .expect("static metric definition is valid");
+        let tokens_issued = IntCounterVec::new(
+            Opts::new("acgs_auth_tokens_issued_total", "Access tokens issued, by grant type"),
+            &["grant"],
+        )
+        .expect("static metric definition is valid");
+        metrics.register(&logins);
+        metrics.register(&tokens_issued);
+        let core = Arc::new(AuthCore { db, settings: config.auth.clone(), keys, bus, metrics, logins, tokens_issued });
+        let bootstrap = bootstrap_admin(&core, config).await?;
+        Ok((AuthService { core }, bootstrap))
+    }
+
+    /// The in-process client other services in this process use.
+    pub fn client(&self) -> client::AuthClient {
+        client::AuthClient::in_process(self.core.clone())
+    }
+
+    /// The HTTP application of this service.
+    pub fn app(&self) -> ServiceApp {
+        let db = self.core.db.clone();
+        ServiceApp {
+            name: ServiceName::Auth,
+            routes: routes::router(self.core.clone()),
+            openapi: routes::openapi(),
+            ready: vec![ReadyCheck::new("storage", move || {
+                let db = db.clone();
+                async move { db.ping().await.map_err(|e| e.to_string()) }
+            })],
+            metrics: self.core.metrics.clone(),
+        }
+    }
+}
+
+impl AuthCore {
+    /// The JWKS currently published.
+    pub(crate) fn jwks_json(&self) -> serde_json::Value {
+        self.keys.current().jwks_json.clone()
+    }
+
+    /// Revokes an access token by id, until it would have expired anyway, and tells every
+    /// verifier through the bus.
+    pub(crate) async fn revoke_access(&self, jti: &str, exp: u64) -> Result<(), StorageError> {
+        store::Revocations(&self.db).insert(jti, exp as i64, now_secs() as i64).await?;
+        self.bus.publish(subjects::TOKEN_REVOKED, serde_json::json!({ "jti": jti, "exp": exp }));
+        Ok(())
+    }
+
+    pub(crate) async fn live_revocations(&self) -> Result<Vec<(String, u64)>, StorageError> {
+        store::Revocations(&self.db).live(now_secs() as i64).await
+    }
+}
+
+/// Checks a new password against the rules.
+pub fn check_password(password: &str) -> Result<(), String> {
+    let chars = password.chars().count();
+    if chars < MIN_PASSWORD_LEN {
+        return Err(format!("password must be at least {MIN_PASSWORD_LEN} characters"));
+    }
+    if password.len() > 1024 {
+        return Err("password must be at most 1024 bytes".into());
+    }
+    Ok(())
+}
+
+async fn bootstrap_admin(core: &AuthCore, config: &Config) -> Result<AdminBootstrap, StartError> {
+    let users = Users(&core.db);
+    if users.count().await? > 0 {
+        return Ok(AdminBootstrap::Existing);
+    }
+    let (password, generated) = if config.admin_password.is_empty() {
+        (secrets::random_token(), true)
+    } else {
+        check_password(&config.admin_password).map_err(StartError::AdminPassword)?;
+        (config.admin_password.clone(), false)
+    };
+    let hash = secrets::hash_password(password.clone()).await.map_err(StartError::AdminPassword)?;
+    let now = now_secs() as i64;
+    let admin = User {
+        id: uuid::Uuid::now_v7().to_string(),
+        username: "admin".into(),
+        password_hash: hash,
+        roles: vec![Role::Admin],
+        disabled: false,
+        failed_logins: 0,
+        locked_until: 0,
+        created_at: now,
+        updated_at: now,
+    };
+    if !users.insert(&admin, true).await? {
+        // Another replica created it first.
+        return Ok(AdminBootstrap::Existing);
+    }
+    if !generated {
+        return Ok(AdminBootstrap::CreatedWithConfiguredPassword);
+    }
+    let path = config.data_dir.join("admin-password");
+    write_secret_file(&path, &format!("{password}\n"))
+        .map_err(|e| StartError::WriteFile { path: path.display().to_string(), reason: e.to_string() })?;
+    Ok(AdminBootstrap::CreatedWithGeneratedPassword(path))
+}
+
+/// Writes a file readable by its owner only (0600), creating its directory (0700) if needed.
+pub fn write_secret_file(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()
+}

@@ -1,0 +1,381 @@
+//! The auth service's storage: users, machine clients, refresh-token families and revoked access
+//! tokens. Plain SQL through the kernel's storage interface; runs on SQLite and PostgreSQL.
+
+use crate::kernel::auth::Role;
+use crate::kernel::storage::{Db, Row, StorageError};
+use crate::params;
+
+/// A human account.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: String,
+    pub username: String,
+    pub password_hash: String,
+    pub roles: Vec<Role>,
+    pub disabled: bool,
+    pub failed_logins: i64,
+    pub locked_until: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A machine client (an agent or a service) using client_credentials.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub id: String,
+    pub name: String,
+    pub secret_hash: String,
+    pub roles: Vec<Role>,
+    pub disabled: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+pub fn roles_to_text(roles: &[Role]) -> String {
+    roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",")
+}
+
+fn roles_from_text(text: &str) -> Vec<Role> {
+    text.split(',').filter_map(|r| r.parse().ok()).collect()
+}
+
+const USER_COLUMNS: &str =
+    "id, username, password_hash, roles, disabled, failed_logins, locked_until, created_at, updated_at";
+
+fn user_from_row(row: &Row) -> Result<User, StorageError> {
+    Ok(User {
+        id: row.get_string(0)?,
+        username: row.get_string(1)?,
+        password_hash: row.get_string(2)?,
+        roles: roles_from_text(row.get_str(3)?),
+        disabled: row.get_bool(4)?,
+        failed_logins: row.get_i64(5)?,
+        locked_until: row.get_i64(6)?,
+        created_at: row.get_i64(7)?,
+        updated_at: row.get_i64(8)?,
+    })
+}
+
+const CLIENT_COLUMNS: &str = "id, name, secret_hash, roles, disabled, created_at, updated_at";
+
+fn client_from_row(row: &Row) -> Result<Client, StorageError> {
+    Ok(Client {
+        id: row.get_string(0)?,
+        name: row.get_string(1)?,
+        secret_hash: row.get_string(2)?,
+        roles: roles_from_text(row.get_str(3)?),
+        disabled: row.get_bool(4)?,
+        created_at: row.get_i64(5)?,
+        updated_at: row.get_i64(6)?,
+    })
+}
+
+/// Users.
+pub struct Users<'a>(pub &'a Db);
+
+impl Users<'_> {
+    /// Inserts a user; `Ok(false)` if the name is taken and `if_absent` is set.
+    pub async fn insert(&self, user: &User, if_absent: bool) -> Result<bool, StorageError> {
+        let sql = format!(
+            "INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9){}",
+            if if_absent { " ON CONFLICT (username) DO NOTHING" } else { "" }
+        );
+        let n = self
+            .0
+            .execute(
+                &sql,
+                &params![
+                    user.id.as_str(),
+                    user.username.as_str(),
+                    user.password_hash.as_str(),
+                    roles_to_text(&user.roles),
+                    user.disabled,
+                    user.failed_logins,
+                    user.locked_until,
+                    user.created_at,
+                    user.updated_at
+                ],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    pub async fn by_id(&self, id: &str) -> Result<Option<User>, StorageError> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+        self.0.query_opt(&sql, &params![id]).await?.as_ref().map(user_from_row).transpose()
+    }
+
+    pub async fn by_name(&self, username: &str) -> Result<Option<User>, StorageError> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE username = $1");
+        self.0.query_opt(&sql, &params![username]).await?.as_ref().map(user_from_row).transpose()
+    }
+
+    pub async fn list(&self, limit: i64, offset: i64) -> Result<Vec<User>, StorageError> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY username LIMIT $1 OFFSET $2");
+        self.0.query(&sql, &params![limit, offset]).await?.iter().map(user_from_row).collect()
+    }
+
+    pub async fn count(&self) -> Result<i64, StorageError> {
+        self.0.query_opt("SELECT COUNT(*) FROM users", &[]).await?.map_or(Ok(0), |r| r.get_i64(0))
+    }
+
+    /// Enabled admins other than `except`.
+    pub async fn other_admins(&self, except: &str) -> Result<i64, StorageError> {
+        let rows = self.0.query("SELECT roles FROM users WHERE disabled = 0 AND id <> $1", &params![except]).await?;
+        let mut n = 0;
+        for row in &rows {
+            if roles_from_text(row.get_str(0)?).contains(&Role::Admin) {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Writes every mutable field of `user`.
+    pub async fn update(&self, user: &User) -> Result<bool, StorageError> {
+        let n = self
+            .0
+            .execute(
+                "UPDATE users SET password_hash = $2, roles = $3, disabled = $4, failed_logins = $5, \
+                 locked_until = $6, updated_at = $7 WHERE id = $1",
+                &params![
+                    user.id.as_str(),
+                    user.password_hash.as_str(),
+                    roles_to_text(&user.roles),
+                    user.disabled,
+                    user.failed_logins,
+                    user.locked_until,
+                    user.updated_at
+                ],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Deletes a user and their refresh tokens.
+    pub async fn delete(&self, id: &str) -> Result<bool, StorageError> {
+        let id = id.to_string();
+        self.0
+            .transaction(|tx| {
+                Box::pin(async move {
+                    tx.execute("DELETE FROM refresh_tokens WHERE user_id = $1", &params![id.as_str()]).await?;
+                    let n = tx.execute("DELETE FROM users WHERE id = $1", &params![id.as_str()]).await?;
+                    Ok::<_, StorageError>(n == 1)
+                })
+            })
+            .await
+    }
+
+    /// Counts a failed login; locks the account once `threshold` failures are reached. Returns the
+    /// time the account is locked until (0 if not locked).
+    pub async fn record_failure(
+        &self,
+        id: &str,
+        threshold: i64,
+        lock_secs: i64,
+        now: i64,
+    ) -> Result<i64, StorageError> {
+        let row = self
+            .0
+            .query_opt(
+                "UPDATE users SET failed_logins = failed_logins + 1, updated_at = $2 WHERE id = $1 RETURNING failed_logins",
+                &params![id, now],
+            )
+            .await?;
+        let failures = row.map_or(Ok(0), |r| r.get_i64(0))?;
+        if failures >= threshold {
+            let until = now + lock_secs;
+            self.0
+                .execute(
+                    "UPDATE users SET failed_logins = 0, locked_until = $2, updated_at = $3 WHERE id = $1",
+                    &params![id, until, now],
+                )
+                .await?;
+            return Ok(until);
+        }
+        Ok(0)
+    }
+
+    pub async fn record_success(&self, id: &str) -> Result<(), StorageError> {
+        self.0.execute("UPDATE users SET failed_logins = 0 WHERE id = $1 AND failed_logins <> 0", &params![id]).await?;
+        Ok(())
+    }
+}
+
+/// Machine clients.
+pub struct Clients<'a>(pub &'a Db);
+
+impl Clients<'_> {
+    pub async fn insert(&self, client: &Client) -> Result<(), StorageError> {
+        let sql = format!("INSERT INTO clients ({CLIENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)");
+        self.0
+            .execute(
+                &sql,
+                &params![
+                    client.id.as_str(),
+                    client.name.as_str(),
+                    client.secret_hash.as_str(),
+                    roles_to_text(&client.roles),
+                    client.disabled,
+                    client.created_at,
+                    client.updated_at
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn by_id(&self, id: &str) -> Result<Option<Client>, StorageError> {
+        let sql = format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE id = $1");
+        self.0.query_opt(&sql, &params![id]).await?.as_ref().map(client_from_row).transpose()
+    }
+
+    pub async fn list(&self, limit: i64, offset: i64) -> Result<Vec<Client>, StorageError> {
+        let sql = format!("SELECT {CLIENT_COLUMNS} FROM clients ORDER BY name, id LIMIT $1 OFFSET $2");
+        self.0.query(&sql, &params![limit, offset]).await?.iter().map(client_from_row).collect()
+    }
+
+    pub async fn update(&self, client: &Client) -> Result<bool, StorageError> {
+        let n = self
+            .0
+            .execute(
+                "UPDATE clients SET name = $2, secret_hash = $3, roles = $4, disabled = $5, updated_at = $6 WHERE id = $1",
+                &params![
+                    client.id.as_str(),
+                    client.name.as_str(),
+                    client.secret_hash.as_str(),
+                    roles_to_text(&client.roles),
+                    client.disabled,
+                    client.updated_at
+                ],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    pub async fn delete(&self, id: &str) -> Result<bool, StorageError> {
+        Ok(self.0.execute("DELETE FROM clients WHERE id = $1", &params![id]).await? == 1)
+    }
+}
+
+/// What presenting a refresh token did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RefreshUse {
+    /// Valid and now used: rotate within this family.
+    Rotated { family_id: String, user_id: String },
+    /// Already used once: someone replayed it. The family has been revoked.
+    Reused,
+    /// Unknown, expired or revoked.
+    Invalid,
+}
+
+/// Refresh-token families.
+pub struct RefreshTokens<'a>(pub &'a Db);
+
+impl RefreshTokens<'_> {
+    pub async fn insert(
+        &self,
+        token_hash: &str,
+        family_id: &str,
+        user_id: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<(), StorageError> {
+        self.0
+            .execute(
+                "INSERT INTO refresh_tokens (token_hash, family_id, user_id, expires_at, created_at) VALUES ($1, $2, $3, $4, $5)",
+                &params![token_hash, family_id, user_id, expires_at, now],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Uses a refresh token exactly once. Reuse of a used token revokes its whole family.
+    pub async fn use_token(&self, token_hash: &str, now: i64) -> Result<RefreshUse, StorageError> {
+        let taken = self
+            .0
+            .query_opt(
+                "UPDATE refresh_tokens SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL \
+                 AND revoked_at IS NULL AND expires_at > $2 RETURNING family_id, user_id",
+                &params![token_hash, now],
+            )
+            .await?;
+        if let Some(row) = taken {
+            return Ok(RefreshUse::Rotated { family_id: row.get_string(0)?, user_id: row.get_string(1)? });
+        }
+        let existing = self
+            .0
+            .query_opt("SELECT family_id, used_at FROM refresh_tokens WHERE token_hash = $1", &params![token_hash])
+            .await?;
+        match existing {
+            Some(row) if row.get_opt_i64(1)?.is_some() => {
+                self.revoke_family(row.get_str(0)?, now).await?;
+                Ok(RefreshUse::Reused)
+            }
+            _ => Ok(RefreshUse::Invalid),
+        }
+    }
+
+    pub async fn revoke_family(&self, family_id: &str, now: i64) -> Result<u64, StorageError> {
+        self.0
+            .execute(
+                "UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL",
+                &params![family_id, now],
+            )
+            .await
+    }
+
+    /// The family of a token, if the token exists.
+    pub async fn family_of(&self, token_hash: &str) -> Result<Option<String>, StorageError> {
+        self.0
+            .query_opt("SELECT family_id FROM refresh_tokens WHERE token_hash = $1", &params![token_hash])
+            .await?
+            .map(|r| r.get_string(0))
+            .transpose()
+    }
+
+    /// (user id, expires at) of a token that is still usable.
+    pub async fn active(&self, token_hash: &str, now: i64) -> Result<Option<(String, i64)>, StorageError> {
+        let row = self
+            .0
+            .query_opt(
+                "SELECT user_id, expires_at FROM refresh_tokens WHERE token_hash = $1 AND used_at IS NULL \
+                 AND revoked_at IS NULL AND expires_at > $2",
+                &params![token_hash, now],
+            )
+            .await?;
+        row.map(|r| Ok((r.get_string(0)?, r.get_i64(1)?))).transpose()
+    }
+
+    /// Revokes every refresh token of a user (password change, disable, delete).
+    pub async fn revoke_user(&self, user_id: &str, now: i64) -> Result<u64, StorageError> {
+        self.0
+            .execute(
+                "UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
+                &params![user_id, now],
+            )
+            .await
+    }
+}
+
+/// Revoked access tokens.
+pub struct Revocations<'a>(pub &'a Db);
+
+impl Revocations<'_> {
+    pub async fn insert(&self, jti: &str, expires_at: i64, now: i64) -> Result<(), StorageError> {
+        self.0
+            .execute(
+                "INSERT INTO revoked_tokens (jti, expires_at, revoked_at) VALUES ($1, $2, $3) ON CONFLICT (jti) DO NOTHING",
+                &params![jti, expires_at, now],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Revocations that still matter (the token has not expired yet); drops the others.
+    pub async fn live(&self, now: i64) -> Result<Vec<(String, u64)>, StorageError> {
+        self.0.execute("DELETE FROM revoked_tokens WHERE expires_at < $1", &params![now - 60]).await?;
+        let rows = self.0.query("SELECT jti, expires_at FROM revoked_tokens", &[]).await?;
+        rows.iter().map(|r| Ok((r.get_string(0)?, u64::try_from(r.get_i64(1)?).unwrap_or(0)))).collect()
+    }
+}

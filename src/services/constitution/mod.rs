@@ -1,0 +1,22 @@
+//! The constitution service (port 8001): principles, voting rules, numbered versions with their hashes, and amendments decided by council vote.
+//!
+//! Not built yet (the trust-core issue builds it). Until then it serves only the shared endpoints
+//! (`/health`, `/ready`, `/metrics`, `/openapi.json`) and answers every other path 404: nothing
+//! here pretends to do the work.
+
+use axum::Router;
+
+use crate::kernel::http::ServiceApp;
+use crate::kernel::metrics::Metrics;
+use crate::kernel::service::ServiceName;
+
+/// The HTTP application of this service: shared endpoints only.
+pub fn app() -> ServiceApp {
+    ServiceApp {
+        name: ServiceName::Constitution,
+        routes: Router::new(),
+        openapi: utoipa::openapi::OpenApi::default(),
+        ready: Vec::new(),
+        metrics: Metrics::new(ServiceName::Constitution.as_str()),
+    }
+}

@@ -1,0 +1,22 @@
+//! The simulation service (port 8004): Monte Carlo simulation of policy impact and of amendment votes.
+//!
+//! Not built yet (a later issue builds it). Until then it serves only the shared endpoints
+//! (`/health`, `/ready`, `/metrics`, `/openapi.json`) and answers every other path 404: nothing
+//! here pretends to do the work.
+
+use axum::Router;
+
+use crate::kernel::http::ServiceApp;
+use crate::kernel::metrics::Metrics;
+use crate::kernel::service::ServiceName;
+
+/// The HTTP application of this service: shared endpoints only.
+pub fn app() -> ServiceApp {
+    ServiceApp {
+        name: ServiceName::Simulation,
+        routes: Router::new(),
+        openapi: utoipa::openapi::OpenApi::default(),
+        ready: Vec::new(),
+        metrics: Metrics::new(ServiceName::Simulation.as_str()),
+    }
+}

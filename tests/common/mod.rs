@@ -1,0 +1,171 @@
+//! Test harness: the real services on port 0 with a temporary data dir, against embedded SQLite,
+//! or against PostgreSQL when `ACGS_TEST_DATABASE_URL` is set (scripts/test.sh runs the suite
+//! both ways). Each app gets its own PostgreSQL database so tests never share state.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use acgs::config::Config;
+use acgs::kernel::service::ServiceName;
+use acgs::server::{self, Stack};
+use serde_json::Value;
+
+pub const ADMIN_PASSWORD: &str = "correct-horse-battery-staple";
+
+pub struct TestApp {
+    pub stack: Option<Stack>,
+    pub config: Config,
+    pub dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+}
+
+/// A fresh database URL when testing against PostgreSQL, else `None`.
+pub async fn test_database_url() -> Option<String> {
+    let base = std::env::var("ACGS_TEST_DATABASE_URL").ok().filter(|s| !s.is_empty())?;
+    let (client, connection) =
+        tokio_postgres::connect(&base, tokio_postgres::NoTls).await.expect("connect to ACGS_TEST_DATABASE_URL");
+    tokio::spawn(connection);
+    let name = format!("acgs_test_{}", uuid::Uuid::new_v4().simple());
+    client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create test database");
+    let (prefix, _) = base.rsplit_once('/').expect("database URL has a path");
+    Some(format!("{prefix}/{name}"))
+}
+
+/// A configuration for tests: every port 0, a temporary data dir, a known admin password.
+pub async fn test_config(dir: &std::path::Path) -> Config {
+    let mut config = Config::defaults_only();
+    config.data_dir = dir.to_path_buf();
+    config.admin_password = ADMIN_PASSWORD.to_string();
+    for service in ServiceName::ALL {
+        config.set_port(service, 0);
+    }
+    if let Some(url) = test_database_url().await {
+        config.database_url = url;
+    }
+    config
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts all seven services after `adjust` has changed the test configuration.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path()).await;
+    adjust(&mut config);
+    let stack = server::start(config.clone(), &ServiceName::ALL).await.expect("services start");
+    TestApp { stack: Some(stack), config, dir, http: reqwest::Client::new() }
+}
+
+impl TestApp {
+    pub fn stack(&self) -> &Stack {
+        self.stack.as_ref().expect("running")
+    }
+
+    pub fn addr(&self, service: ServiceName) -> SocketAddr {
+        self.stack().addr(service).expect("service runs")
+    }
+
+    pub fn url(&self, service: ServiceName, path: &str) -> String {
+        format!("http://{}{path}", self.addr(service))
+    }
+
+    pub fn auth(&self, path: &str) -> String {
+        self.url(ServiceName::Auth, path)
+    }
+
+    /// Stops the services, keeping the data dir.
+    pub async fn stop(&mut self) {
+        if let Some(stack) = self.stack.take() {
+            stack.stop().await;
+        }
+    }
+
+    /// Starts the services again on the same data dir and database.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let stack = server::start(self.config.clone(), &ServiceName::ALL).await.expect("services restart");
+        self.stack = Some(stack);
+    }
+
+    /// Password grant; returns the whole token response.
+    pub async fn login(&self, username: &str, password: &str) -> reqwest::Response {
+        self.http
+            .post(self.auth("/api/v1/auth/token"))
+            .form(&[("grant_type", "password"), ("username", username), ("password", password)])
+            .send()
+            .await
+            .expect("token request")
+    }
+
+    /// Logs in and returns (access token, refresh token).
+    pub async fn tokens(&self, username: &str, password: &str) -> (String, String) {
+        let response = self.login(username, password).await;
+        assert_eq!(response.status(), 200, "login of {username} failed");
+        let body: Value = response.json().await.expect("json");
+        (body["access_token"].as_str().expect("access").into(), body["refresh_token"].as_str().expect("refresh").into())
+    }
+
+    pub async fn admin_token(&self) -> String {
+        self.tokens("admin", ADMIN_PASSWORD).await.0
+    }
+
+    /// Creates a user with the given roles (as admin) and returns its id.
+    pub async fn create_user(&self, admin: &str, username: &str, password: &str, roles: &[&str]) -> String {
+        let response = self
+            .http
+            .post(self.auth("/api/v1/users"))
+            .bearer_auth(admin)
+            .json(&serde_json::json!({ "username": username, "password": password, "roles": roles }))
+            .send()
+            .await
+            .expect("create user");
+        assert_eq!(response.status(), 201, "create user {username}");
+        let body: Value = response.json().await.expect("json");
+        body["id"].as_str().expect("id").to_string()
+    }
+
+    /// Creates a machine client and returns (client_id, client_secret).
+    pub async fn create_client(&self, admin: &str, name: &str, roles: &[&str]) -> (String, String) {
+        let response = self
+            .http
+            .post(self.auth("/api/v1/clients"))
+            .bearer_auth(admin)
+            .json(&serde_json::json!({ "name": name, "roles": roles }))
+            .send()
+            .await
+            .expect("create client");
+        assert_eq!(response.status(), 201, "create client {name}");
+        let body: Value = response.json().await.expect("json");
+        (body["client_id"].as_str().expect("id").into(), body["client_secret"].as_str().expect("secret").into())
+    }
+
+    pub async fn get(&self, url: &str, token: Option<&str>) -> reqwest::Response {
+        let mut request = self.http.get(url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("GET")
+    }
+}
+
+/// Asserts a response is a JSON error with the standard shape and returns its code.
+pub async fn error_code(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let text = response.text().await.expect("body");
+    assert!(content_type.starts_with("application/json"), "status {status}: not JSON ({content_type}): {text}");
+    let body: Value = serde_json::from_str(&text).expect("error body is JSON");
+    let code = body["error"]["code"]
+        .as_str()
+        .or_else(|| body["error"].as_str())
+        .unwrap_or_else(|| panic!("no error code in {text}"))
+        .to_string();
+    (status, code)
+}
+
+pub fn wait() -> Duration {
+    Duration::from_millis(50)
+}
