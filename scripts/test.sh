@@ -207,6 +207,12 @@ PG_URL="postgres://acgs_test:$PG_PW@127.0.0.1:$PG_PORT/postgres"
 PGPASSWORD="$PG_PW" psql -q -X -h 127.0.0.1 -p "$PG_PORT" -U acgs_test -d postgres -Atc 'SELECT 1' >/dev/null \
   || die "cannot log in as acgs_test over TCP on 127.0.0.1:$PG_PORT (check pg_hba.conf)"
 
+# Tests create one database per test app (acgs_test_<uuid>); drop what earlier runs left.
+step "dropping test databases left by earlier runs"
+as_postgres psql -q -X -p "$PG_PORT" -d postgres -Atc \
+  "SELECT datname FROM pg_database WHERE datname LIKE 'acgs\_test\_%'" 2>/dev/null \
+  | while read -r db; do as_postgres psql -q -X -p "$PG_PORT" -d postgres -c "DROP DATABASE IF EXISTS \"$db\"" >/dev/null || true; done
+
 # --- the suite, twice -------------------------------------------------------------------------
 locked=()
 if [ -f "$REPO_ROOT/Cargo.lock" ]; then locked=(--locked); else warn "no Cargo.lock: running without --locked"; fi

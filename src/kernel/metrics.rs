@@ -4,11 +4,9 @@
 //! `/metrics` shows that service's series only (plus the shared process metrics), exactly as if it
 //! ran alone. That keeps scrape configs identical between one-process and distributed deployments.
 
-use std::time::Instant;
+use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::http::StatusCode;
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
 
 /// A service's registry and the HTTP metrics every service has.
@@ -58,20 +56,12 @@ impl Metrics {
         }
         String::from_utf8(buf).unwrap_or_default()
     }
-}
 
-/// Middleware recording `http_requests_total` and `http_request_duration_seconds`. The route label
-/// is the matched route template (`/api/v1/users/{id}`), never the raw path, so label cardinality
-/// stays bounded.
-pub async fn record(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
-    let method = request.method().clone();
-    let response = next.run(request).await;
-    let status = response.status();
-    let route = route.as_deref().unwrap_or("unmatched");
-    let labels = [metrics.service, route, method.as_str(), status.as_str()];
-    metrics.http_requests_total.with_label_values(&labels).inc();
-    metrics.http_request_duration_seconds.with_label_values(&labels).observe(start.elapsed().as_secs_f64());
-    response
+    /// Records one served request. The route label is the matched route template
+    /// (`/api/v1/users/{id}`), never the raw path, so label cardinality stays bounded.
+    pub fn record(&self, route: &str, method: &str, status: StatusCode, elapsed: Duration) {
+        let labels = [self.service, route, method, status.as_str()];
+        self.http_requests_total.with_label_values(&labels).inc();
+        self.http_request_duration_seconds.with_label_values(&labels).observe(elapsed.as_secs_f64());
+    }
 }
