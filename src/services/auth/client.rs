@@ -106,3 +106,16 @@ impl KeySource for AuthClient {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn counting_members_fails_clearly_where_it_cannot_be_done() {
+        let err = AuthClient::http("http://auth:8000").count_with_role("council").await.unwrap_err();
+        assert!(err.contains("distributed-mode"), "{err}");
+        let err = AuthClient::Unconfigured.count_with_role("council").await.unwrap_err();
+        assert!(err.contains("ACGS_AUTH_URL"), "{err}");
+    }
+}
