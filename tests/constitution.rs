@@ -171,6 +171,14 @@ async fn a_ratified_amendment_becomes_version_2_and_every_service_serves_its_has
     assert_eq!(error_code(app.get(&c(&app, "/api/v1/constitution/diff?from=1&to=9"), None).await).await.0, 404);
     assert_eq!(error_code(app.get(&c(&app, "/api/v1/constitution/versions/9"), None).await).await.0, 404);
 
+    let openapi = get_json(&app, "/openapi.json", None).await;
+    for path in ["/api/v1/constitution/diff", "/api/v1/amendments/{id}/votes", "/api/v1/amendments/{id}/close"] {
+        assert!(openapi["paths"][path].is_object(), "{path} is described");
+    }
+    let metrics = app.get(&c(&app, "/metrics"), None).await.text().await.expect("metrics");
+    assert!(metrics.contains("acgs_constitution_version 2"), "{metrics}");
+    assert!(metrics.contains("acgs_amendments_closed_total{outcome=\"ratified\"} 1"), "{metrics}");
+
     // A restart keeps version 2 active (the genesis only seeds version 1).
     app.restart().await;
     assert_eq!(app.stack().constitutional_hash, new_hash);

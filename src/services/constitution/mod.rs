@@ -15,6 +15,7 @@ mod store;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use prometheus::{IntCounterVec, IntGauge, Opts};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
@@ -45,6 +46,10 @@ pub struct ConstitutionCore {
     /// The active version as this process last saw it.
     active: RwLock<Arc<Version>>,
     metrics: Metrics,
+    /// Amendments closed, by outcome (ratified, rejected, expired).
+    closed: IntCounterVec,
+    /// The active version's number.
+    version: IntGauge,
 }
 
 /// A running constitution service.
@@ -74,7 +79,18 @@ impl ConstitutionService {
             );
         }
         let metrics = Metrics::new(ServiceName::Constitution.as_str());
-        let core = Arc::new(ConstitutionCore { db, bus, auth, active: RwLock::new(Arc::new(active)), metrics });
+        let closed = IntCounterVec::new(
+            Opts::new("acgs_amendments_closed_total", "Amendments closed, by outcome (ratified, rejected, expired)"),
+            &["outcome"],
+        )
+        .expect("static metric definition is valid");
+        let version = IntGauge::new("acgs_constitution_version", "The active constitution version's number")
+            .expect("static metric definition is valid");
+        metrics.register(&closed);
+        metrics.register(&version);
+        version.set(active.number);
+        let active = RwLock::new(Arc::new(active));
+        let core = Arc::new(ConstitutionCore { db, bus, auth, active, metrics, closed, version });
         Ok(ConstitutionService { core })
     }
 
@@ -132,6 +148,7 @@ impl ConstitutionCore {
     }
 
     fn set_active(&self, version: Version) {
+        self.version.set(version.number);
         let version = Arc::new(version);
         match self.active.write() {
             Ok(mut guard) => *guard = version,
@@ -160,6 +177,7 @@ impl ConstitutionCore {
             ))
         })?;
         let closed = Store(&self.db).close(id, eligible, now_secs() as i64).await.map_err(change_error)?;
+        self.closed.with_label_values(&[closed.amendment.status.as_str()]).inc();
         if let Some(v) = &closed.version {
             self.set_active(v.clone());
             self.bus.publish(
