@@ -358,3 +358,66 @@ async fn an_amendment_closes_by_itself_at_its_deadline() {
     assert_eq!(v2["version"], 2);
     all_serve(&app, v2["hash"].as_str().expect("hash"), Duration::from_secs(1)).await;
 }
+
+/// Closing fails closed: with the auth service in another process the number of eligible members
+/// cannot be obtained yet (it needs the distributed-mode issue), so closing is 503, nothing is
+/// decided, and the amendment stays in voting.
+#[tokio::test]
+async fn closing_without_the_electorate_count_fails_closed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = common::test_config(dir.path()).await;
+    let auth_stack = acgs::server::start(config.clone(), &[ServiceName::Auth]).await.expect("auth starts");
+    let auth_url = format!("http://{}", auth_stack.addr(ServiceName::Auth).expect("auth"));
+    let mut remote = config.clone();
+    remote.auth.url = auth_url;
+    let stack = acgs::server::start(remote, &[ServiceName::Constitution]).await.expect("constitution starts");
+    let app = TestApp { stack: Some(auth_stack), config, dir, http: reqwest::Client::new() };
+    let base = format!("http://{}", stack.addr(ServiceName::Constitution).expect("constitution"));
+    let (admin, council, _) = members(&app).await;
+
+    let post_to = |path: String, token: &str, body: Option<Value>| {
+        let mut request = app.http.post(format!("{base}{path}")).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send()
+    };
+    let body = json!({ "title": "t", "rationale": "r",
+        "changes": [{ "op": "add_principle", "principle": new_principle("remote") }] });
+    let response = post_to("/api/v1/amendments".into(), &council[0], Some(body)).await.expect("propose");
+    assert_eq!(response.status(), 201);
+    let id = response.json::<Value>().await.expect("json")["id"].as_str().expect("id").to_string();
+    let response = post_to(format!("/api/v1/amendments/{id}/open"), &council[0], None).await.expect("open");
+    assert_eq!(response.status(), 200);
+    for token in &council {
+        let vote = post_to(format!("/api/v1/amendments/{id}/votes"), token, Some(json!({ "choice": "approve" })));
+        assert_eq!(vote.await.expect("vote").status(), 201);
+    }
+    let response = post_to(format!("/api/v1/amendments/{id}/close"), &admin, None).await.expect("close");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("nothing was decided"), "{text}");
+    let amendment: Value = app
+        .http
+        .get(format!("{base}/api/v1/amendments/{id}"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(amendment["status"], "voting");
+    let hash: Value = app
+        .http
+        .get(format!("{base}/api/v1/constitution/hash"))
+        .send()
+        .await
+        .expect("hash")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(hash["version"], 1);
+    stack.stop().await;
+}
