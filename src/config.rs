@@ -62,7 +62,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub storage: StorageSettings,
     pub auth: AuthSettings,
-    pub constitution: PeerSettings,
+    pub constitution: ConstitutionSettings,
     pub integrity: PeerSettings,
     pub verification: PeerSettings,
     pub simulation: PeerSettings,
@@ -105,6 +105,26 @@ pub struct PeerSettings {
     pub url: String,
 }
 
+/// The constitution service's port, URL, and how often it closes amendments whose deadline passed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConstitutionSettings {
+    pub port: u64,
+    pub url: String,
+    /// How often the service looks for amendments whose voting deadline has passed and closes them.
+    pub close_check_interval_ms: u64,
+}
+
+impl Default for ConstitutionSettings {
+    fn default() -> Self {
+        ConstitutionSettings {
+            port: u64::from(ServiceName::Constitution.default_port()),
+            url: String::new(),
+            close_check_interval_ms: 5000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSettings {
@@ -140,7 +160,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             storage: StorageSettings::default(),
             auth: AuthSettings::default(),
-            constitution: peer(ServiceName::Constitution),
+            constitution: ConstitutionSettings::default(),
             integrity: peer(ServiceName::Integrity),
             verification: peer(ServiceName::Verification),
             simulation: peer(ServiceName::Simulation),
@@ -330,6 +350,7 @@ impl Config {
             ("auth.refresh_token_ttl_secs", self.auth.refresh_token_ttl_secs),
             ("auth.lockout_threshold", self.auth.lockout_threshold),
             ("auth.token_cache_entries", self.auth.token_cache_entries),
+            ("constitution.close_check_interval_ms", self.constitution.close_check_interval_ms),
         ];
         for (key, value) in positive {
             if value == 0 {

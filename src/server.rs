@@ -22,7 +22,8 @@ use crate::kernel::service::ServiceName;
 use crate::kernel::shutdown::Shutdown;
 use crate::services::auth::client::AuthClient;
 use crate::services::auth::{self, AdminBootstrap, AuthService};
-use crate::services::{consensus, constitution, evolution, integrity, simulation, verification};
+use crate::services::constitution::{self, ConstitutionService};
+use crate::services::{consensus, evolution, integrity, simulation, verification};
 
 /// Why the services could not start. Each is one line for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +41,8 @@ pub enum StartError {
     DataDir { path: String, reason: String },
     #[error(transparent)]
     Auth(#[from] auth::StartError),
+    #[error(transparent)]
+    ConstitutionService(#[from] constitution::StartError),
     #[error("auth service: {0}")]
     Revocations(String),
     #[error("cannot listen on {addr} for the {service} service: {reason}")]
@@ -117,13 +120,12 @@ fn create_data_dir(path: &Path) -> Result<(), StartError> {
 /// Starts the selected services.
 pub async fn start(config: Config, selection: &[ServiceName]) -> Result<Stack, StartError> {
     let constitution = load_constitution(&config)?;
-    let digest = constitution.digest();
-    if !config.constitutional_hash.is_empty() && config.constitutional_hash != digest.short {
-        return Err(StartError::HashPinned { pinned: config.constitutional_hash.clone(), actual: digest.short });
+    if !selection.contains(&ServiceName::Constitution) {
+        // Without the constitution service here, the loaded text is the active one: refuse early.
+        check_pinned(&config, &constitution.digest().short)?;
     }
     create_data_dir(&config.data_dir)?;
     let bus = Bus::new();
-    let hash = HashCell::new(&digest.short);
 
     let (auth_service, admin) = if selection.contains(&ServiceName::Auth) {
         let (service, bootstrap) = AuthService::start(&config, bus.clone()).await?;
@@ -136,6 +138,20 @@ pub async fn start(config: Config, selection: &[ServiceName]) -> Result<Stack, S
         (None, Some(url)) => AuthClient::http(url),
         (None, None) => AuthClient::Unconfigured,
     };
+    // The constitution service decides the active version (the latest stored one); a pinned hash
+    // is checked against that.
+    let constitution_service = if selection.contains(&ServiceName::Constitution) {
+        Some(ConstitutionService::start(&config, &constitution, bus.clone(), auth_client.clone()).await?)
+    } else {
+        None
+    };
+    let digest = match &constitution_service {
+        Some(service) => service.active_hash(),
+        None => constitution.digest(),
+    };
+    check_pinned(&config, &digest.short)?;
+    let hash = HashCell::new(&digest.short);
+
     let key_source: Arc<dyn KeySource> = Arc::new(auth_client.clone());
     let verifier = Arc::new(Verifier::new(
         key_source,
@@ -151,6 +167,11 @@ pub async fn start(config: Config, selection: &[ServiceName]) -> Result<Stack, S
         background.push(tokio::spawn(poll_revocations(verifier.clone())));
     }
     background.push(tokio::spawn(follow_revocations(verifier.clone(), bus.subscribe(subjects::TOKEN_REVOKED))));
+    background.push(tokio::spawn(follow_ratifications(hash.clone(), bus.subscribe(subjects::CONSTITUTION_RATIFIED))));
+    if let Some(service) = &constitution_service {
+        let interval = Duration::from_millis(config.constitution.close_check_interval_ms.max(1));
+        background.push(service.spawn_closer(interval));
+    }
 
     let ctx = HttpContext {
         hash: hash.clone(),
@@ -181,7 +202,10 @@ pub async fn start(config: Config, selection: &[ServiceName]) -> Result<Stack, S
                 Some(service) => service.app(),
                 None => continue,
             },
-            ServiceName::Constitution => constitution::app(),
+            ServiceName::Constitution => match &constitution_service {
+                Some(service) => service.app(),
+                None => continue,
+            },
             ServiceName::Integrity => integrity::app(),
             ServiceName::Verification => verification::app(),
             ServiceName::Simulation => simulation::app(),
@@ -234,6 +258,27 @@ async fn follow_revocations(verifier: Arc<Verifier>, mut events: crate::kernel::
             verifier.revoke(jti, exp);
         }
     }
+}
+
+/// Serves the hash of each newly ratified constitution version announced on the bus.
+async fn follow_ratifications(hash: HashCell, mut events: crate::kernel::bus::Subscription) {
+    while let Some(event) = events.next().await {
+        match event.payload.get("hash").and_then(|v| v.as_str()) {
+            Some(new) if crate::kernel::constitution::is_hash(new) => {
+                tracing::info!(hash = new, "constitutional hash changed by ratification");
+                hash.set(new);
+            }
+            _ => tracing::warn!(payload = %event.payload, "ignoring a malformed ratification event"),
+        }
+    }
+}
+
+/// A pinned `CONSTITUTIONAL_HASH` must be the active constitution's.
+fn check_pinned(config: &Config, actual: &str) -> Result<(), StartError> {
+    if !config.constitutional_hash.is_empty() && config.constitutional_hash != actual {
+        return Err(StartError::HashPinned { pinned: config.constitutional_hash.clone(), actual: actual.to_string() });
+    }
+    Ok(())
 }
 
 /// Without a shared bus, a process whose auth service is elsewhere polls its revocation list.

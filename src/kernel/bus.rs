@@ -15,6 +15,9 @@ pub mod subjects {
     pub const TOKEN_REVOKED: &str = "acgs.auth.token_revoked";
     /// A signing key was added or rotated: `{"kid": "..."}`.
     pub const KEYS_ROTATED: &str = "acgs.auth.keys_rotated";
+    /// An amendment was ratified and a new constitution version is active:
+    /// `{"version": 2, "hash": "<16 hex>", "sha256": "<64 hex>"}`.
+    pub const CONSTITUTION_RATIFIED: &str = "acgs.constitution.ratified";
 }
 
 /// One message on the bus.

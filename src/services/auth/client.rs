@@ -42,6 +42,18 @@ impl AuthClient {
         self.jwks().await.map(|_| ())
     }
 
+    /// How many enabled users hold `role`: the electorate of an amendment vote.
+    pub async fn count_with_role(&self, role: &str) -> Result<u64, String> {
+        match self {
+            AuthClient::InProcess(core) => core.count_with_role(role).await.map_err(|e| e.to_string()),
+            AuthClient::Http { .. } => Err(format!(
+                "counting the members of role {role:?} over HTTP needs the distributed-mode issue; \
+                 run the constitution service in the same process as the auth service"
+            )),
+            AuthClient::Unconfigured => Err(UNCONFIGURED.into()),
+        }
+    }
+
     async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, String> {
         let AuthClient::Http { base_url, http } = self else {
             return Err("not an HTTP client".into());
@@ -92,5 +104,18 @@ impl KeySource for AuthClient {
             AuthClient::InProcess(_) => Duration::ZERO,
             _ => Duration::from_secs(1),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn counting_members_fails_clearly_where_it_cannot_be_done() {
+        let err = AuthClient::http("http://auth:8000").count_with_role("council").await.unwrap_err();
+        assert!(err.contains("distributed-mode"), "{err}");
+        let err = AuthClient::Unconfigured.count_with_role("council").await.unwrap_err();
+        assert!(err.contains("ACGS_AUTH_URL"), "{err}");
     }
 }

@@ -137,6 +137,11 @@ impl AuthCore {
         Ok(())
     }
 
+    /// How many enabled users hold `role` (for the constitution service's quorum).
+    pub(crate) async fn count_with_role(&self, role: &str) -> Result<u64, StorageError> {
+        Users(&self.db).count_with_role(role).await
+    }
+
     pub(crate) async fn live_revocations(&self) -> Result<Vec<(String, u64)>, StorageError> {
         store::Revocations(&self.db).live(now_secs() as i64).await
     }

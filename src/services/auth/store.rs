@@ -131,6 +131,18 @@ impl Users<'_> {
         Ok(n)
     }
 
+    /// Enabled users who hold `role` (the electorate of a vote).
+    pub async fn count_with_role(&self, role: &str) -> Result<u64, StorageError> {
+        let rows = self.0.query("SELECT roles FROM users WHERE disabled = 0", &[]).await?;
+        let mut n = 0;
+        for row in &rows {
+            if row.get_str(0)?.split(',').any(|r| r == role) {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// Writes every mutable field of `user`.
     pub async fn update(&self, user: &User) -> Result<bool, StorageError> {
         let n = self
@@ -377,5 +389,46 @@ impl Revocations<'_> {
         self.0.execute("DELETE FROM revoked_tokens WHERE expires_at < $1", &params![now - 60]).await?;
         let rows = self.0.query("SELECT jti, expires_at FROM revoked_tokens", &[]).await?;
         rows.iter().map(|r| Ok((r.get_string(0)?, u64::try_from(r.get_i64(1)?).unwrap_or(0)))).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::storage::StorageConfig;
+
+    fn user(name: &str, roles: Vec<Role>, disabled: bool) -> User {
+        User {
+            id: name.to_string(),
+            username: name.to_string(),
+            password_hash: String::new(),
+            roles,
+            disabled,
+            failed_logins: 0,
+            locked_until: 0,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn count_with_role_counts_enabled_holders_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open("auth", &StorageConfig::Sqlite { data_dir: dir.path().to_path_buf() }).await.expect("open");
+        let migrations = crate::embedded::migrations(crate::kernel::service::ServiceName::Auth).expect("migrations");
+        db.migrate(&migrations).await.expect("migrate");
+        let users = Users(&db);
+        for u in [
+            user("a", vec![Role::Council], false),
+            user("b", vec![Role::Admin, Role::Council], false),
+            user("c", vec![Role::Council], true),
+            user("d", vec![Role::Steward], false),
+        ] {
+            assert!(users.insert(&u, false).await.expect("insert"));
+        }
+        assert_eq!(users.count_with_role("council").await.expect("count"), 2);
+        assert_eq!(users.count_with_role("steward").await.expect("count"), 1);
+        assert_eq!(users.count_with_role("auditor").await.expect("count"), 0);
+        assert_eq!(users.count_with_role("counc").await.expect("count"), 0);
     }
 }
