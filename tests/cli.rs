@@ -10,6 +10,14 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_acgs");
+
+/// The tests here start whole `acgs` processes and some time them; running them one at a time
+/// keeps a 2-core machine from measuring its own contention.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 const PASSWORD: &str = "operator-password-1";
 
 fn acgs(args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -121,6 +129,7 @@ fn token(p: &Process) -> String {
 
 #[test]
 fn up_serves_all_seven_quickly_stops_on_sigterm_and_keeps_state() {
+    let _serial = serial();
     let dir = tempfile::tempdir().expect("tempdir");
     let db = fresh_database_url();
     let (mut p, started) = start(&["up"], dir.path(), &storage_env(&db), 7);
@@ -176,6 +185,7 @@ fn up_serves_all_seven_quickly_stops_on_sigterm_and_keeps_state() {
 
 #[test]
 fn first_start_writes_a_generated_admin_password_file_0600_and_never_prints_it() {
+    let _serial = serial();
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut command = Command::new(BIN);
@@ -219,6 +229,7 @@ fn first_start_writes_a_generated_admin_password_file_0600_and_never_prints_it()
 
 #[test]
 fn serve_runs_one_service_on_the_port_given() {
+    let _serial = serial();
     let dir = tempfile::tempdir().expect("tempdir");
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     let port_text = port.to_string();
@@ -237,6 +248,7 @@ fn serve_runs_one_service_on_the_port_given() {
 
 #[test]
 fn serve_of_an_unknown_service_exits_2_with_one_line_naming_the_valid_ones() {
+    let _serial = serial();
     let out = acgs(&["serve", "nonsense"], &[]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -248,6 +260,7 @@ fn serve_of_an_unknown_service_exits_2_with_one_line_naming_the_valid_ones() {
 
 #[test]
 fn bad_configuration_names_the_key_and_reason_and_exits_2() {
+    let _serial = serial();
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().display().to_string();
     type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<&'a str>);
@@ -290,6 +303,7 @@ fn bad_configuration_names_the_key_and_reason_and_exits_2() {
 
 #[test]
 fn a_pinned_constitutional_hash_that_differs_refuses_to_start_naming_both() {
+    let _serial = serial();
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().display().to_string();
     let actual = acgs::kernel::constitution::Constitution::genesis().expect("genesis").digest().short;
@@ -305,6 +319,7 @@ fn a_pinned_constitutional_hash_that_differs_refuses_to_start_naming_both() {
 
 #[test]
 fn a_malformed_constitution_file_is_refused_with_line_and_reason() {
+    let _serial = serial();
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("constitution.toml");
     std::fs::write(&file, "title = \"x\"\npreamble = \"y\"\n[voting\n").expect("write");
@@ -319,6 +334,7 @@ fn a_malformed_constitution_file_is_refused_with_line_and_reason() {
 
 #[test]
 fn help_and_version() {
+    let _serial = serial();
     for args in [
         vec!["--help"],
         vec!["up", "--help"],
@@ -343,6 +359,7 @@ fn help_and_version() {
 
 #[test]
 fn migrate_applies_once() {
+    let _serial = serial();
     let dir = tempfile::tempdir().expect("tempdir");
     let db = fresh_database_url();
     let mut env = vec![("ACGS_DATA_DIR", dir.path().to_str().expect("utf8"))];
