@@ -1,6 +1,7 @@
 //! What every service shares: HTTP application and errors, token verification, the
 //! constitutional hash, storage, the bus, metrics, shutdown. Nothing here knows any one service.
 
+pub mod audit;
 pub mod auth;
 pub mod bus;
 pub mod constitution;

@@ -166,7 +166,7 @@ impl ConstitutionCore {
 
     /// Tallies and closes one amendment in voting. Fails closed: without the number of eligible
     /// members nothing is decided (503).
-    async fn close(&self, id: &str) -> Result<Closed, ApiError> {
+    async fn close(&self, id: &str, actor: &str) -> Result<Closed, ApiError> {
         let active = self.latest().await?;
         let role = active.document.voting.eligible_role.clone();
         let eligible = self.auth.count_with_role(&role).await.map_err(|e| {
@@ -176,7 +176,7 @@ impl ConstitutionCore {
                  nothing was decided"
             ))
         })?;
-        let closed = Store(&self.db).close(id, eligible, now_secs() as i64).await.map_err(change_error)?;
+        let closed = Store(&self.db).close(id, actor, eligible, now_secs() as i64).await.map_err(change_error)?;
         self.closed.with_label_values(&[closed.amendment.status.as_str()]).inc();
         if let Some(v) = &closed.version {
             self.set_active(v.clone());
@@ -199,7 +199,7 @@ impl ConstitutionCore {
             }
         };
         for id in due {
-            match self.close(&id).await {
+            match self.close(&id, "system").await {
                 Ok(closed) => {
                     tracing::info!(amendment = %id, status = closed.amendment.status.as_str(), "closed at deadline");
                 }

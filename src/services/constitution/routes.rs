@@ -392,7 +392,7 @@ async fn open(State(core): Core, caller: Principal, Path(id): Path<String>) -> R
     }
     let now = now_secs() as i64;
     let deadline = now + i64::from(active.document.voting.voting_period_hours) * 3600;
-    let a = Store(&core.db).open(&id, now, deadline).await.map_err(change_error)?;
+    let a = Store(&core.db).open(&id, &caller.claims.sub, now, deadline).await.map_err(change_error)?;
     Ok(Json(with_votes(&core, a).await?))
 }
 
@@ -453,7 +453,7 @@ async fn close(State(core): Core, caller: Principal, Path(id): Path<String>) -> 
             a.status.as_str()
         )));
     }
-    let closed = core.close(&id).await?;
+    let closed = core.close(&id, &caller.claims.sub).await?;
     Ok(Json(with_votes(&core, closed.amendment).await?))
 }
 
@@ -469,6 +469,6 @@ async fn withdraw(
 ) -> Result<Json<AmendmentView>, ApiError> {
     let a = load_amendment(&core, &id).await?;
     require_proposer_or_admin(&caller, &a)?;
-    let a = Store(&core.db).withdraw(&id, now_secs() as i64).await.map_err(change_error)?;
+    let a = Store(&core.db).withdraw(&id, &caller.claims.sub, now_secs() as i64).await.map_err(change_error)?;
     Ok(Json(with_votes(&core, a).await?))
 }

@@ -4,7 +4,9 @@
 //! Every state change runs in one transaction and calls [`audit`] inside it, the hook where the
 //! audit outbox (built separately) will write its event in the same transaction.
 
+use crate::kernel::audit::{self, AuditEvent};
 use crate::kernel::constitution::Constitution;
+use crate::kernel::service::ServiceName;
 use crate::kernel::storage::{Db, Row, StorageError, Tx};
 use crate::params;
 
@@ -49,11 +51,16 @@ pub struct Counts {
     pub abstain: u64,
 }
 
-/// The audit hook: called inside the transaction of every state change, so that the outbox can
-/// write the event atomically with it. Until the outbox lands it only traces.
-async fn audit(_tx: &mut Tx, kind: &'static str, subject: &str, detail: serde_json::Value) -> Result<(), StorageError> {
-    tracing::info!(kind, subject, %detail, "constitution state change");
-    Ok(())
+/// Records an audit event in the outbox, inside the transaction of the state change it describes.
+async fn audit(
+    tx: &mut Tx,
+    kind: &'static str,
+    subject: &str,
+    actor: &str,
+    detail: serde_json::Value,
+) -> Result<(), StorageError> {
+    let event = AuditEvent::new(ServiceName::Constitution.as_str(), kind, subject, actor, detail);
+    audit::record(tx, &event).await
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StorageError {
@@ -177,7 +184,14 @@ impl Store<'_> {
                     }
                     let v = insert_version(tx, 1, &genesis, now, None).await?;
                     // audit: constitution.version_created
-                    audit(tx, "constitution.version_created", "1", serde_json::json!({ "hash": v.hash })).await?;
+                    audit(
+                        tx,
+                        "constitution.version_created",
+                        "version:1",
+                        "system",
+                        serde_json::json!({ "hash": v.hash }),
+                    )
+                    .await?;
                     Ok(v)
                 })
             })
@@ -221,7 +235,14 @@ impl Store<'_> {
                     )
                     .await?;
                     // audit: constitution.amendment_proposed
-                    audit(tx, "constitution.amendment_proposed", &a.id, serde_json::json!({ "title": a.title })).await
+                    audit(
+                        tx,
+                        "constitution.amendment_proposed",
+                        &format!("amendment:{}", a.id),
+                        &a.proposer,
+                        serde_json::json!({ "title": a.title }),
+                    )
+                    .await
                 })
             })
             .await
@@ -271,8 +292,9 @@ impl Store<'_> {
     }
 
     /// draft → voting, with the deadline.
-    pub async fn open(&self, id: &str, now: i64, deadline: i64) -> Result<Amendment, ChangeError> {
+    pub async fn open(&self, id: &str, actor: &str, now: i64, deadline: i64) -> Result<Amendment, ChangeError> {
         let id = id.to_string();
+        let actor = actor.to_string();
         self.0
             .transaction(|tx| {
                 Box::pin(async move {
@@ -291,8 +313,14 @@ impl Store<'_> {
                         )));
                     }
                     // audit: constitution.amendment_opened
-                    audit(tx, "constitution.amendment_opened", &id, serde_json::json!({ "deadline": deadline }))
-                        .await?;
+                    audit(
+                        tx,
+                        "constitution.amendment_opened",
+                        &format!("amendment:{id}"),
+                        &actor,
+                        serde_json::json!({ "deadline": deadline }),
+                    )
+                    .await?;
                     Ok(a)
                 })
             })
@@ -300,8 +328,9 @@ impl Store<'_> {
     }
 
     /// draft | voting → withdrawn.
-    pub async fn withdraw(&self, id: &str, now: i64) -> Result<Amendment, ChangeError> {
+    pub async fn withdraw(&self, id: &str, actor: &str, now: i64) -> Result<Amendment, ChangeError> {
         let id = id.to_string();
+        let actor = actor.to_string();
         self.0
             .transaction(|tx| {
                 Box::pin(async move {
@@ -320,7 +349,14 @@ impl Store<'_> {
                         )));
                     }
                     // audit: constitution.amendment_withdrawn
-                    audit(tx, "constitution.amendment_withdrawn", &id, serde_json::json!({})).await?;
+                    audit(
+                        tx,
+                        "constitution.amendment_withdrawn",
+                        &format!("amendment:{id}"),
+                        &actor,
+                        serde_json::json!({}),
+                    )
+                    .await?;
                     Ok(a)
                 })
             })
@@ -371,7 +407,8 @@ impl Store<'_> {
                     audit(
                         tx,
                         "constitution.vote_cast",
-                        &id,
+                        &format!("amendment:{id}"),
+                        &voter,
                         serde_json::json!({ "voter": voter, "choice": choice.as_str() }),
                     )
                     .await?;
@@ -390,8 +427,9 @@ impl Store<'_> {
     /// Closes an amendment in voting: tallies it against `eligible` members under the active
     /// version's rules and, atomically, marks it ratified and inserts the next version, or marks it
     /// rejected, or expired when the active version is no longer the one it was written against.
-    pub async fn close(&self, id: &str, eligible: u64, now: i64) -> Result<Closed, ChangeError> {
+    pub async fn close(&self, id: &str, actor: &str, eligible: u64, now: i64) -> Result<Closed, ChangeError> {
         let id = id.to_string();
+        let actor = actor.to_string();
         self.0
             .transaction(|tx| {
                 Box::pin(async move {
@@ -456,7 +494,8 @@ impl Store<'_> {
                     audit(
                         tx,
                         "constitution.amendment_closed",
-                        &id,
+                        &format!("amendment:{id}"),
+                        &actor,
                         serde_json::json!({ "status": status.as_str(), "tally": tally }),
                     )
                     .await?;
@@ -465,7 +504,8 @@ impl Store<'_> {
                         audit(
                             tx,
                             "constitution.ratified",
-                            &v.number.to_string(),
+                            &format!("version:{}", v.number),
+                            &actor,
                             serde_json::json!({ "amendment": id, "hash": v.hash, "sha256": v.sha256 }),
                         )
                         .await?;

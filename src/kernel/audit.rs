@@ -1,0 +1,161 @@
+//! Audit events and the transactional outbox (DESIGN §3 Audit).
+//!
+//! A service records an [`AuditEvent`] with [`record`] inside the same storage transaction as the
+//! state change it describes, into its own `_outbox` table: either both are stored or neither.
+//! A [`Relay`] per service then delivers pending events to the integrity log at least once, in
+//! order, and deletes them only after the log has acknowledged them. The log deduplicates by
+//! `event_id`, so a crash between delivery and deletion causes no duplicate entry. Killing the
+//! process at any moment loses no event that was committed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::kernel::storage::{Db, StorageError, Tx};
+use crate::params;
+
+/// One audit event: what happened, to what, by whom, when. Its canonical JSON (keys sorted, no
+/// white space) is the leaf of the integrity log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditEvent {
+    /// Unique id (UUIDv7); the log keeps one entry per id.
+    pub event_id: String,
+    /// The service that made the change (`auth`, `constitution`, …).
+    pub service: String,
+    /// What happened, `service.noun.verb` style: `auth.login.failure`, `constitution.ratified`.
+    pub kind: String,
+    /// What it is about: `user:<id>`, `amendment:<id>`, `key:<kid>`.
+    pub subject: String,
+    /// Who did it: a user or client id, or `system`.
+    pub actor: String,
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    /// Details; never secrets.
+    pub data: serde_json::Value,
+}
+
+impl AuditEvent {
+    pub fn new(service: &str, kind: &str, subject: &str, actor: &str, data: serde_json::Value) -> Self {
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        AuditEvent {
+            event_id: uuid::Uuid::now_v7().to_string(),
+            service: service.to_string(),
+            kind: kind.to_string(),
+            subject: subject.to_string(),
+            actor: actor.to_string(),
+            at_ms,
+            data,
+        }
+    }
+
+    /// The canonical JSON bytes: object keys sorted, no insignificant white space.
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        let value = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        serde_json::to_vec(&value).unwrap_or_default()
+    }
+}
+
+// Every service with an outbox has the `_outbox` table in its migrations
+// (`embedded/migrations/<service>/0002_outbox.sql`).
+
+/// Records an event in the outbox, inside the caller's transaction.
+pub async fn record(tx: &mut Tx, event: &AuditEvent) -> Result<(), StorageError> {
+    let payload = serde_json::to_string(event).map_err(|e| StorageError::Database(e.to_string()))?;
+    // UUIDv7 ids sort by creation time, so the primary key orders delivery.
+    tx.execute(
+        "INSERT INTO _outbox (seq_key, event_id, payload, created_at) VALUES ($1, $1, $2, $3)",
+        &params![event.event_id.as_str(), payload, event.at_ms],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Where a relay delivers events: the integrity log, in this process or over HTTP.
+#[async_trait::async_trait]
+pub trait AuditSink: Send + Sync {
+    /// Appends the events (idempotent per `event_id`); `Ok` only once all are durably in the log.
+    async fn deliver(&self, events: &[AuditEvent]) -> Result<(), String>;
+}
+
+/// Delivers one service's outbox to the integrity log.
+#[derive(Clone)]
+pub struct Relay {
+    db: Db,
+    sink: Arc<dyn AuditSink>,
+    wake: Arc<Notify>,
+}
+
+/// Events delivered per round trip.
+const BATCH: i64 = 500;
+
+impl Relay {
+    pub fn new(db: Db, sink: Arc<dyn AuditSink>) -> Self {
+        Relay { db, sink, wake: Arc::new(Notify::new()) }
+    }
+
+    /// Tells the relay that something was committed (it also looks every second regardless).
+    pub fn notify(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Delivers pending events until none are left; returns how many were delivered.
+    pub async fn drain(&self) -> Result<usize, String> {
+        let mut delivered = 0;
+        loop {
+            let rows = self
+                .db
+                .query("SELECT seq_key, payload FROM _outbox ORDER BY seq_key LIMIT $1", &params![BATCH])
+                .await
+                .map_err(|e| e.to_string())?;
+            if rows.is_empty() {
+                return Ok(delivered);
+            }
+            let mut events = Vec::with_capacity(rows.len());
+            let mut keys = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let key = row.get_string(0).map_err(|e| e.to_string())?;
+                match serde_json::from_str::<AuditEvent>(row.get_str(1).map_err(|e| e.to_string())?) {
+                    Ok(event) => events.push(event),
+                    Err(e) => return Err(format!("outbox entry {key} is unreadable: {e}")),
+                }
+                keys.push(key);
+            }
+            self.sink.deliver(&events).await?;
+            let last = keys.last().cloned().unwrap_or_default();
+            self.db
+                .execute("DELETE FROM _outbox WHERE seq_key <= $1", &params![last])
+                .await
+                .map_err(|e| e.to_string())?;
+            delivered += events.len();
+        }
+    }
+
+    /// Runs until the task is aborted: drains on every notification and at least once a second,
+    /// backing off while the log is unreachable.
+    pub async fn run(self) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.drain().await {
+                Ok(_) => {
+                    backoff = Duration::from_millis(100);
+                    let _ = tokio::time::timeout(Duration::from_secs(1), self.wake.notified()).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_ms = backoff.as_millis() as u64, "audit delivery failed; will retry");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    /// Pending events (for `/ready` and tests).
+    pub async fn pending(&self) -> Result<i64, StorageError> {
+        self.db.query_opt("SELECT COUNT(*) FROM _outbox", &[]).await?.map_or(Ok(0), |r| r.get_i64(0))
+    }
+}
