@@ -400,6 +400,9 @@ async fn users_and_clients_crud() {
         .await
         .expect("refresh");
     assert_eq!(refreshed.status(), 400);
+    // /users/me serves a short-lived cached view; a change made here shows at once.
+    let me: Value = app.get(&app.auth("/api/v1/users/me"), Some(&bob)).await.json().await.expect("json");
+    assert_eq!(me["roles"], json!(["council"]));
     assert_eq!(app.login("bob", "bob-password-12").await.status(), 400);
     assert_eq!(app.login("bob", "bob-new-password").await.status(), 200);
 

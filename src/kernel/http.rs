@@ -3,15 +3,15 @@
 //! [`build`] adds the shared endpoints (`/health`, `/ready`, `/metrics`, `/openapi.json`) and the
 //! layers every request passes, outermost first:
 //!
-//! 1. request ids (`x-request-id`, generated unless given, echoed back);
-//! 2. the edge layer, one function doing the per-request work of the kernel:
+//! 1. the edge layer, one function doing the per-request work of the kernel:
+//!    - request ids (`x-request-id`, generated unless given, echoed back);
 //!    - the constitutional hash: every response carries `X-Constitutional-Hash`; a request that
 //!      carries the header with another value is answered 409 naming both (DESIGN §3);
 //!    - the error normaliser: any 4xx/5xx produced without a JSON body (405 from routing, 408 from
 //!      the time-out, 413 from the body limit) gets the standard JSON error body;
 //!    - Prometheus HTTP metrics, and a debug-level log line per request;
-//! 3. the request time-out and the body-size limit;
-//! 4. the token verifier, as a request extension for the [`Principal`](super::auth::Principal)
+//! 2. the request time-out and the body-size limit;
+//! 3. the token verifier, as a request extension for the [`Principal`](super::auth::Principal)
 //!    extractor.
 
 use std::sync::Arc;
@@ -19,13 +19,12 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 use futures::future::BoxFuture;
-use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use utoipa::OpenApi;
 
@@ -37,6 +36,9 @@ use crate::kernel::service::ServiceName;
 
 /// The header that carries the constitutional hash.
 pub const HASH_HEADER: &str = "x-constitutional-hash";
+
+/// The header that carries the request id.
+pub const REQUEST_ID: &str = "x-request-id";
 
 /// A named readiness check: `Ok` when the dependency is usable.
 pub struct ReadyCheck {
@@ -95,7 +97,7 @@ pub fn build(app: ServiceApp, ctx: &HttpContext) -> Router {
     openapi.info.description =
         Some(format!("The {} service of acgs. Every response carries X-Constitutional-Hash.", app.name));
     let openapi_text = openapi.to_json().unwrap_or_else(|_| "{}".into());
-    let edge = Edge { hash: ctx.hash.clone(), metrics: app.metrics.clone(), service: app.name };
+    let edge = Edge { hash: ctx.hash.clone(), metrics: app.metrics.clone(), service: app.name, ids: RequestIds::new() };
     let shared = Arc::new(Shared {
         name: app.name,
         ready: app.ready,
@@ -111,7 +113,6 @@ pub fn build(app: ServiceApp, ctx: &HttpContext) -> Router {
         .route("/openapi.json", get(openapi_json))
         .with_state(shared);
 
-    let request_id = HeaderName::from_static("x-request-id");
     app.routes
         .merge(common)
         .fallback(not_found)
@@ -120,8 +121,6 @@ pub fn build(app: ServiceApp, ctx: &HttpContext) -> Router {
         .layer(tower_http::limit::RequestBodyLimitLayer::new(ctx.body_limit_bytes))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, ctx.request_timeout))
         .layer(middleware::from_fn_with_state(edge, edge_layer))
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(SetRequestIdLayer::new(request_id, RequestIds::new()))
 }
 
 /// What the edge layer needs.
@@ -130,17 +129,27 @@ struct Edge {
     hash: HashCell,
     metrics: Metrics,
     service: ServiceName,
+    ids: RequestIds,
 }
 
-/// The kernel's per-request work in one layer (one layer is measurably cheaper than four):
-/// refuse a request pinned to another constitutional hash (409 naming both), run the request,
-/// give bodiless error responses the JSON error shape, record metrics, log at debug level, and
-/// add `X-Constitutional-Hash` to whatever goes out.
-async fn edge_layer(State(edge): State<Edge>, request: Request, next: Next) -> Response {
+/// The kernel's per-request work in one layer (one layer is measurably cheaper than several):
+/// give the request an id (`x-request-id`, kept if the caller sent one, echoed back), refuse a
+/// request pinned to another constitutional hash (409 naming both), run the request, give
+/// bodiless error responses the JSON error shape, record metrics, log at debug level, and add
+/// `X-Constitutional-Hash` to whatever goes out.
+async fn edge_layer(State(edge): State<Edge>, mut request: Request, next: Next) -> Response {
     let start = std::time::Instant::now();
     let current = edge.hash.get();
     let method = request.method().clone();
-    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let request_id = match request.headers().get(REQUEST_ID) {
+        Some(given) => given.clone(),
+        None => {
+            let id = edge.ids.next();
+            request.headers_mut().insert(REQUEST_ID, id.clone());
+            id
+        }
+    };
     let mut response = match request.headers().get(HASH_HEADER) {
         Some(given) if given.as_bytes() != current.as_bytes() => ApiError::new(
             StatusCode::CONFLICT,
@@ -163,11 +172,14 @@ async fn edge_layer(State(edge): State<Edge>, request: Request, next: Next) -> R
         }
     };
     let status = response.status();
-    edge.metrics.record(route.as_deref().unwrap_or("unmatched"), method.as_str(), status, start.elapsed());
-    tracing::debug!(service = %edge.service, %method, route = route.as_deref().unwrap_or("-"), status = status.as_u16(),
-        micros = start.elapsed().as_micros() as u64, "request");
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    edge.metrics.record(route, method.as_str(), status, start.elapsed());
+    tracing::debug!(service = %edge.service, %method, route, status = status.as_u16(),
+        request_id = request_id.to_str().unwrap_or("-"), micros = start.elapsed().as_micros() as u64, "request");
+    let headers = response.headers_mut();
+    headers.insert(REQUEST_ID, request_id);
     if let Ok(value) = HeaderValue::from_str(&current) {
-        response.headers_mut().insert(HASH_HEADER, value);
+        headers.insert(HASH_HEADER, value);
     }
     response
 }
@@ -184,12 +196,10 @@ impl RequestIds {
     fn new() -> Self {
         RequestIds { prefix: rand::random(), counter: Arc::new(std::sync::atomic::AtomicU64::new(0)) }
     }
-}
 
-impl MakeRequestId for RequestIds {
-    fn make_request_id<B>(&mut self, _request: &axum::http::Request<B>) -> Option<RequestId> {
+    fn next(&self) -> HeaderValue {
         let n = self.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        HeaderValue::from_str(&format!("{:08x}-{n:x}", self.prefix)).ok().map(RequestId::new)
+        HeaderValue::from_str(&format!("{:08x}-{n:x}", self.prefix)).unwrap_or(HeaderValue::from_static("-"))
     }
 }
 

@@ -54,6 +54,8 @@ pub struct AuthCore {
     metrics: Metrics,
     logins: IntCounterVec,
     tokens_issued: IntCounterVec,
+    /// Recently served `/users/me` views (1 s).
+    account_views: store::AccountViews,
 }
 
 /// What first start did about the admin account.
@@ -97,7 +99,16 @@ impl AuthService {
         .expect("static metric definition is valid");
         metrics.register(&logins);
         metrics.register(&tokens_issued);
-        let core = Arc::new(AuthCore { db, settings: config.auth.clone(), keys, bus, metrics, logins, tokens_issued });
+        let core = Arc::new(AuthCore {
+            db,
+            settings: config.auth.clone(),
+            keys,
+            bus,
+            metrics,
+            logins,
+            tokens_issued,
+            account_views: store::AccountViews::default(),
+        });
         let bootstrap = bootstrap_admin(&core, config).await?;
         Ok((AuthService { core }, bootstrap))
     }

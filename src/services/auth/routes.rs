@@ -468,13 +468,28 @@ fn check_id(id: &str) -> Result<(), ApiError> {
     responses((status = 200, body = UserView), (status = 401)))]
 async fn me(State(core): Core, principal: Principal) -> Result<Response, ApiError> {
     let sub = principal.claims.sub.as_str();
-    if principal.claims.client_id.is_some() {
-        let client =
-            Clients(&core.db).by_id(sub).await?.ok_or_else(|| ApiError::not_found("this client no longer exists"))?;
-        return Ok(axum::Json(ClientView::from(&client)).into_response());
-    }
-    let user = Users(&core.db).by_id(sub).await?.ok_or_else(|| ApiError::not_found("this account no longer exists"))?;
-    Ok(axum::Json(UserView::from(&user)).into_response())
+    let body = match core.account_views.get(sub) {
+        Some(body) => body,
+        None => {
+            let json = if principal.claims.client_id.is_some() {
+                let client = Clients(&core.db)
+                    .by_id(sub)
+                    .await?
+                    .ok_or_else(|| ApiError::not_found("this client no longer exists"))?;
+                serde_json::to_vec(&ClientView::from(&client))
+            } else {
+                let user = Users(&core.db)
+                    .by_id(sub)
+                    .await?
+                    .ok_or_else(|| ApiError::not_found("this account no longer exists"))?;
+                serde_json::to_vec(&UserView::from(&user))
+            };
+            let body = axum::body::Bytes::from(json.map_err(ApiError::internal)?);
+            core.account_views.put(sub, body.clone());
+            body
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// Lists users (admin).
@@ -568,6 +583,7 @@ async fn update_user(
     }
     user.updated_at = now_secs() as i64;
     Users(&core.db).update(&user).await?;
+    core.account_views.forget(&user.id);
     if revoke_sessions {
         RefreshTokens(&core.db).revoke_user(&user.id, user.updated_at).await?;
     }
@@ -588,6 +604,7 @@ async fn delete_user(
         return Err(ApiError::conflict("cannot delete the last enabled admin"));
     }
     Users(&core.db).delete(&user.id).await?;
+    core.account_views.forget(&user.id);
     tracing::info!(user = %user.username, by = %principal.claims.sub, "user deleted");
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -677,6 +694,7 @@ async fn update_client(
     }
     client.updated_at = now_secs() as i64;
     Clients(&core.db).update(&client).await?;
+    core.account_views.forget(&client.id);
     tracing::info!(client = %client.id, by = %principal.claims.sub, "client updated");
     let body = CreatedClient { client: ClientView::from(&client), client_secret: secret };
     Ok((no_store(), axum::Json(body)).into_response())
@@ -692,6 +710,7 @@ async fn delete_client(
 ) -> Result<Response, ApiError> {
     let client = load_client(&core, &id).await?;
     Clients(&core.db).delete(&client.id).await?;
+    core.account_views.forget(&client.id);
     tracing::info!(client = %client.id, by = %principal.claims.sub, "client deleted");
     Ok(StatusCode::NO_CONTENT.into_response())
 }

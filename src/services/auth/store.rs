@@ -432,3 +432,36 @@ mod tests {
         assert_eq!(users.count_with_role("counc").await.expect("count"), 0);
     }
 }
+
+/// How long `/users/me` may serve an account view without reading storage again.
+pub const ACCOUNT_VIEW_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Recently served account views (the JSON of `/users/me`), so the most frequent authenticated
+/// read does not touch storage on every request. An entry lives [`ACCOUNT_VIEW_TTL`] and is dropped
+/// at once when this process changes the account; a change made by another replica shows within
+/// the TTL. Bounded: when full it starts over.
+#[derive(Default)]
+pub struct AccountViews {
+    entries: std::sync::RwLock<std::collections::HashMap<String, (std::time::Instant, axum::body::Bytes)>>,
+}
+
+const ACCOUNT_VIEWS_MAX: usize = 10_000;
+
+impl AccountViews {
+    pub fn get(&self, id: &str) -> Option<axum::body::Bytes> {
+        let entries = self.entries.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        entries.get(id).filter(|(at, _)| at.elapsed() < ACCOUNT_VIEW_TTL).map(|(_, body)| body.clone())
+    }
+
+    pub fn put(&self, id: &str, body: axum::body::Bytes) {
+        let mut entries = self.entries.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if entries.len() >= ACCOUNT_VIEWS_MAX {
+            entries.clear();
+        }
+        entries.insert(id.to_string(), (std::time::Instant::now(), body));
+    }
+
+    pub fn forget(&self, id: &str) {
+        self.entries.write().unwrap_or_else(std::sync::PoisonError::into_inner).remove(id);
+    }
+}
