@@ -5,8 +5,8 @@
 
 use acgs::services::integrity::log::{AuditEvent, ENTRIES, Log, LogError};
 use rand::rngs::StdRng;
-use redb::ReadableTable;
 use rand::{Rng, SeedableRng};
+use redb::ReadableTable;
 use sha2::{Digest, Sha256};
 
 /// RFC 9162 §2.1.1, on plain byte vectors.
@@ -68,7 +68,7 @@ mod rfc {
                 // i.
                 r = node(p, &r);
                 // ii.
-                if fnn % 2 == 0 {
+                if fnn.is_multiple_of(2) {
                     loop {
                         fnn >>= 1;
                         sn >>= 1;
@@ -132,7 +132,7 @@ mod rfc {
             if fnn % 2 == 1 || fnn == sn {
                 fr = node(c, &fr);
                 sr = node(c, &sr);
-                if fnn % 2 == 0 {
+                if fnn.is_multiple_of(2) {
                     loop {
                         fnn >>= 1;
                         sn >>= 1;
@@ -321,8 +321,8 @@ async fn dedup_restart_and_tampering() {
         let first = log.append_batch(&events[..200]).await.unwrap();
         // The same ids again, concurrently and in batches: nothing appended, the same indices.
         let mut tasks = Vec::new();
-        for e in events[..200].iter().cloned() {
-            let log = log.clone();
+        for e in &events[..200] {
+            let (log, e) = (log.clone(), e.clone());
             tasks.push(tokio::spawn(async move { log.append(&e).await.unwrap() }));
         }
         for (t, a) in tasks.into_iter().zip(&first) {

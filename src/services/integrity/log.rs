@@ -202,7 +202,10 @@ impl LogError {
     pub fn is_client_error(&self) -> bool {
         matches!(
             self,
-            Self::IndexOutOfRange { .. } | Self::TreeSizeBeyondLog { .. } | Self::FromAfterTo { .. } | Self::InvalidEvent(_)
+            Self::IndexOutOfRange { .. }
+                | Self::TreeSizeBeyondLog { .. }
+                | Self::FromAfterTo { .. }
+                | Self::InvalidEvent(_)
         )
     }
 }
@@ -407,14 +410,11 @@ impl Log {
             return Err(LogError::Corrupt(format!("{entries_len} entries stored but the size is {}", s.size)));
         }
         let mut tree = TreeState::default();
-        let mut expected = 0u64;
-        for row in s.entries.iter().map_err(storage)? {
+        for (expected, row) in (0u64..).zip(s.entries.iter().map_err(storage)?) {
             let (k, v) = row.map_err(storage)?;
-            let index = k.value();
-            if index != expected {
+            if k.value() != expected {
                 return Err(LogError::Corrupt(format!("entry {expected} is missing")));
             }
-            expected += 1;
             let computed = merkle::leaf_hash(v.value());
             let mut mismatch = None;
             tree.push(computed, |level, idx, hash| {
@@ -426,7 +426,11 @@ impl Log {
                     mismatch = Some(if level == 0 {
                         format!("entry {idx}: its leaf bytes hash to {} but the tree holds {}", hex(hash), hex(&stored))
                     } else {
-                        format!("subtree (level {level}, index {idx}) recomputes to {} but {} is stored", hex(hash), hex(&stored))
+                        format!(
+                            "subtree (level {level}, index {idx}) recomputes to {} but {} is stored",
+                            hex(hash),
+                            hex(&stored)
+                        )
                     });
                 }
                 Ok(())
@@ -692,7 +696,10 @@ mod tests {
         let again = log.append(&event("e1", "user:1")).await.unwrap();
         assert_eq!(again, Appended { index: 0, leaf_hash: a.leaf_hash, duplicate: true });
         let batch = log.append_batch(&[event("e3", "user:1"), event("e3", "user:1"), event("e2", "x")]).await.unwrap();
-        assert_eq!(batch.iter().map(|a| (a.index, a.duplicate)).collect::<Vec<_>>(), [(2, false), (2, true), (1, true)]);
+        assert_eq!(
+            batch.iter().map(|a| (a.index, a.duplicate)).collect::<Vec<_>>(),
+            [(2, false), (2, true), (1, true)]
+        );
         assert_eq!(log.size().unwrap(), 3);
         let e = log.entry(0).unwrap();
         assert_eq!(e.leaf, event("e1", "user:1").leaf_bytes().unwrap());

@@ -72,7 +72,7 @@ pub fn root<S: SubtreeSource>(src: &S, size: u64) -> Result<Hash, S::Error> {
 /// need). `end > start`.
 fn range_hash<S: SubtreeSource>(src: &S, start: u64, end: u64) -> Result<Hash, S::Error> {
     let n = end - start;
-    if n.is_power_of_two() && start % n == 0 {
+    if n.is_power_of_two() && start.is_multiple_of(n) {
         return src.subtree(n.trailing_zeros(), start >> n.trailing_zeros());
     }
     let k = split_point(n);

@@ -383,7 +383,9 @@ mod tests {
         let note = s.sign_checkpoint(&cp).unwrap();
         assert_eq!(verify_checkpoint(&note, &v, None).unwrap(), cp);
         assert_eq!(Checkpoint::parse(&Checkpoint::new("o", 0, [0; 32]).body()).unwrap().size, 0);
-        for bad in ["o\n01\nAAAA\n", "o\n1\nAAAA\n", "\n1\n", "o\n1", "o\n-1\nCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQk=\n"] {
+        for bad in
+            ["o\n01\nAAAA\n", "o\n1\nAAAA\n", "\n1\n", "o\n1", "o\n-1\nCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQk=\n"]
+        {
             assert!(Checkpoint::parse(bad).is_err(), "{bad:?}");
         }
     }
@@ -426,14 +428,11 @@ mod tests {
         let twice = format!("{note}{}", note.split("\n\n").nth(1).unwrap());
         assert!(verify_note(&twice, &s.verifier()).is_err());
         // Forged: our name and id, another key's signature.
-        let forged = note.replace(
-            note.split(' ').next_back().unwrap().trim_end(),
-            &{
-                let mut blob = s.key_id().to_vec();
-                blob.extend_from_slice(&SigningKey::from_bytes(&[8; 32]).sign(b"hello\n").to_bytes());
-                B64.encode(blob)
-            },
-        );
+        let forged = note.replace(note.split(' ').next_back().unwrap().trim_end(), &{
+            let mut blob = s.key_id().to_vec();
+            blob.extend_from_slice(&SigningKey::from_bytes(&[8; 32]).sign(b"hello\n").to_bytes());
+            B64.encode(blob)
+        });
         assert!(matches!(verify_note(&forged, &s.verifier()), Err(NoteError::BadSignature { .. })));
     }
 
