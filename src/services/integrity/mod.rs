@@ -4,6 +4,10 @@
 //! (`/health`, `/ready`, `/metrics`, `/openapi.json`) and answers every other path 404: nothing
 //! here pretends to do the work.
 
+pub mod log;
+pub mod merkle;
+pub mod note;
+
 use axum::Router;
 
 use crate::kernel::http::ServiceApp;
