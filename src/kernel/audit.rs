@@ -19,7 +19,6 @@ use crate::params;
 /// One audit event: what happened, to what, by whom, when. Its canonical JSON (keys sorted, no
 /// white space) is the leaf of the integrity log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct AuditEvent {
     /// Unique id (UUIDv7); the log keeps one entry per id.
     pub event_id: String,
@@ -53,11 +52,48 @@ impl AuditEvent {
         }
     }
 
-    /// The canonical JSON bytes: object keys sorted, no insignificant white space.
-    pub fn canonical_bytes(&self) -> Vec<u8> {
-        let value = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
-        serde_json::to_vec(&value).unwrap_or_default()
+    /// The leaf bytes of the integrity log: canonical JSON (object keys sorted by their bytes at
+    /// every depth, no white space), whatever serde_json features are enabled elsewhere.
+    pub fn leaf_bytes(&self) -> Result<Vec<u8>, serde_json::Error> {
+        let value = serde_json::to_value(self)?;
+        let mut out = Vec::with_capacity(256);
+        write_canonical(&value, &mut out)?;
+        Ok(out)
     }
+}
+
+fn write_canonical(v: &serde_json::Value, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort_unstable();
+            out.push(b'{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                serde_json::to_writer(&mut *out, k)?;
+                out.push(b':');
+                if let Some(inner) = map.get(k) {
+                    write_canonical(inner, out)?;
+                }
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out)?;
+            }
+            out.push(b']');
+        }
+        scalar => serde_json::to_writer(&mut *out, scalar)?,
+    }
+    Ok(())
 }
 
 // Every service with an outbox has the `_outbox` table in its migrations

@@ -41,8 +41,6 @@ use redb::{
     Database, MultimapTableDefinition, ReadOnlyTable, ReadTransaction, ReadableTable, ReadableTableMetadata,
     TableDefinition, WriteTransaction,
 };
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use super::merkle::{self, Hash, ProofError, SubtreeSource};
@@ -69,80 +67,25 @@ pub fn node_key(level: u32, index: u64) -> u64 {
     (u64::from(level) << 56) | index
 }
 
-/// One audit event: the content of one log entry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AuditEvent {
-    /// A UUID chosen by the emitter; the log's deduplication key.
-    pub event_id: String,
-    pub service: String,
-    /// What happened, e.g. `auth.login.failure`.
-    pub kind: String,
-    /// What it is about, e.g. `user:<id>`; entries are searchable by it.
-    pub subject: String,
-    pub actor: String,
-    /// When it happened, Unix milliseconds.
-    pub at_ms: i64,
-    pub data: Value,
-}
+/// One audit event: the content of one log entry (defined in the kernel, where every service's
+/// outbox records it).
+pub use crate::kernel::audit::AuditEvent;
 
-impl AuditEvent {
-    /// The leaf bytes: canonical JSON (object keys sorted by their bytes at every depth, no
-    /// whitespace), whatever serde_json features are enabled elsewhere in the build.
-    pub fn leaf_bytes(&self) -> Result<Vec<u8>, serde_json::Error> {
-        let value = serde_json::to_value(self)?;
-        let mut out = Vec::with_capacity(256);
-        write_canonical(&value, &mut out)?;
-        Ok(out)
+/// Refuses events the log will not store.
+fn check(event: &AuditEvent) -> Result<(), LogError> {
+    for (name, v) in [
+        ("event_id", &event.event_id),
+        ("service", &event.service),
+        ("kind", &event.kind),
+        ("subject", &event.subject),
+        ("actor", &event.actor),
+    ] {
+        if v.len() > MAX_FIELD {
+            return Err(LogError::InvalidEvent(format!("{name} is longer than {MAX_FIELD} bytes")));
+        }
     }
-
-    fn check(&self) -> Result<(), LogError> {
-        for (name, v) in [
-            ("event_id", &self.event_id),
-            ("service", &self.service),
-            ("kind", &self.kind),
-            ("subject", &self.subject),
-            ("actor", &self.actor),
-        ] {
-            if v.len() > MAX_FIELD {
-                return Err(LogError::InvalidEvent(format!("{name} is longer than {MAX_FIELD} bytes")));
-            }
-        }
-        if self.event_id.is_empty() {
-            return Err(LogError::InvalidEvent("event_id is empty".into()));
-        }
-        Ok(())
-    }
-}
-
-fn write_canonical(v: &Value, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
-    match v {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort_unstable();
-            out.push(b'{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                serde_json::to_writer(&mut *out, k)?;
-                out.push(b':');
-                if let Some(inner) = map.get(k) {
-                    write_canonical(inner, out)?;
-                }
-            }
-            out.push(b'}');
-        }
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_canonical(item, out)?;
-            }
-            out.push(b']');
-        }
-        scalar => serde_json::to_writer(&mut *out, scalar)?,
+    if event.event_id.is_empty() {
+        return Err(LogError::InvalidEvent("event_id is empty".into()));
     }
     Ok(())
 }
@@ -460,7 +403,7 @@ fn proof_error(e: ProofError<LogError>) -> LogError {
 }
 
 fn prepare(event: &AuditEvent) -> Result<Prepared, LogError> {
-    event.check()?;
+    check(event)?;
     let leaf = event.leaf_bytes().map_err(|e| LogError::InvalidEvent(e.to_string()))?;
     let leaf_hash = merkle::leaf_hash(&leaf);
     Ok(Prepared { event_id: event.event_id.clone(), subject: event.subject.clone(), leaf, leaf_hash })
