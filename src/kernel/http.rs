@@ -56,6 +56,31 @@ impl ReadyCheck {
     }
 }
 
+impl ReadyCheck {
+    /// The check every service with storage has: the store answers.
+    pub fn storage(db: crate::kernel::storage::Db) -> Self {
+        ReadyCheck::new("storage", move || {
+            let db = db.clone();
+            async move { db.ping().await.map_err(|e| e.to_string()) }
+        })
+    }
+}
+
+/// The OpenAPI security scheme `bearer` (a JWT from the auth service) that protected routes name
+/// in `security(("bearer" = []))`.
+pub struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+    }
+}
+
 /// What a service contributes to its HTTP application.
 pub struct ServiceApp {
     pub name: ServiceName,

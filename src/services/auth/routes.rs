@@ -17,6 +17,8 @@ use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 
+use crate::kernel::http::BearerAuth;
+
 use super::secrets;
 use super::store::{Client, Clients, RefreshTokens, User, Users};
 use super::tokens::{OAuthError, TokenResponse, no_store};
@@ -55,19 +57,6 @@ pub fn router(core: Arc<AuthCore>) -> Router {
     modifiers(&BearerAuth)
 )]
 struct AuthApi;
-
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
-        );
-    }
-}
 
 pub fn openapi() -> utoipa::openapi::OpenApi {
     AuthApi::openapi()

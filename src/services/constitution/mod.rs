@@ -125,15 +125,11 @@ impl ConstitutionService {
 
     /// The HTTP application of this service.
     pub fn app(&self) -> ServiceApp {
-        let db = self.core.db.clone();
         ServiceApp {
             name: ServiceName::Constitution,
             routes: routes::router(self.core.clone()),
             openapi: routes::openapi(),
-            ready: vec![ReadyCheck::new("storage", move || {
-                let db = db.clone();
-                async move { db.ping().await.map_err(|e| e.to_string()) }
-            })],
+            ready: vec![ReadyCheck::storage(self.core.db.clone())],
             metrics: self.core.metrics.clone(),
         }
     }

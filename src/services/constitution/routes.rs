@@ -14,6 +14,8 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 
+use crate::kernel::http::BearerAuth;
+
 use super::model::{self, Change, Choice, Diff, Status, Tally};
 use super::store::{Amendment, Counts, Store, Version};
 use super::{ConstitutionCore, change_error};
@@ -52,19 +54,6 @@ pub fn router(core: Arc<ConstitutionCore>) -> Router {
     modifiers(&BearerAuth)
 )]
 struct ConstitutionApi;
-
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
-        );
-    }
-}
 
 pub fn openapi() -> utoipa::openapi::OpenApi {
     ConstitutionApi::openapi()
