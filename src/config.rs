@@ -63,7 +63,7 @@ pub struct Config {
     pub storage: StorageSettings,
     pub auth: AuthSettings,
     pub constitution: ConstitutionSettings,
-    pub integrity: PeerSettings,
+    pub integrity: IntegritySettings,
     pub verification: PeerSettings,
     pub simulation: PeerSettings,
     pub consensus: PeerSettings,
@@ -115,6 +115,29 @@ pub struct ConstitutionSettings {
     pub close_check_interval_ms: u64,
 }
 
+/// The integrity service's port, URL, checkpoint origin and how often it signs a checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IntegritySettings {
+    pub port: u64,
+    pub url: String,
+    /// The origin line of signed checkpoints (and the signing key's name): the log's identity.
+    pub origin: String,
+    /// A new checkpoint is signed at most this often, and only if the log grew.
+    pub checkpoint_interval_ms: u64,
+}
+
+impl Default for IntegritySettings {
+    fn default() -> Self {
+        IntegritySettings {
+            port: u64::from(ServiceName::Integrity.default_port()),
+            url: String::new(),
+            origin: "acgs.local/log".into(),
+            checkpoint_interval_ms: 1000,
+        }
+    }
+}
+
 impl Default for ConstitutionSettings {
     fn default() -> Self {
         ConstitutionSettings {
@@ -161,7 +184,7 @@ impl Default for Config {
             storage: StorageSettings::default(),
             auth: AuthSettings::default(),
             constitution: ConstitutionSettings::default(),
-            integrity: peer(ServiceName::Integrity),
+            integrity: IntegritySettings::default(),
             verification: peer(ServiceName::Verification),
             simulation: peer(ServiceName::Simulation),
             consensus: peer(ServiceName::Consensus),
@@ -351,11 +374,18 @@ impl Config {
             ("auth.lockout_threshold", self.auth.lockout_threshold),
             ("auth.token_cache_entries", self.auth.token_cache_entries),
             ("constitution.close_check_interval_ms", self.constitution.close_check_interval_ms),
+            ("integrity.checkpoint_interval_ms", self.integrity.checkpoint_interval_ms),
         ];
         for (key, value) in positive {
             if value == 0 {
                 return Err(fail(key, "must be at least 1".into()));
             }
+        }
+        if !crate::services::integrity::note::valid_name(&self.integrity.origin) {
+            return Err(fail(
+                "integrity.origin",
+                "must be non-empty, without white space or `+` (it also names the signing key)".into(),
+            ));
         }
         if self.auth.issuer.is_empty() || self.auth.audience.is_empty() {
             return Err(fail("auth.issuer", "issuer and audience must not be empty".into()));

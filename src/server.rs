@@ -23,7 +23,8 @@ use crate::kernel::shutdown::Shutdown;
 use crate::services::auth::client::AuthClient;
 use crate::services::auth::{self, AdminBootstrap, AuthService};
 use crate::services::constitution::{self, ConstitutionService};
-use crate::services::{consensus, evolution, integrity, simulation, verification};
+use crate::services::integrity::{self, IntegrityService};
+use crate::services::{consensus, evolution, simulation, verification};
 
 /// Why the services could not start. Each is one line for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +44,8 @@ pub enum StartError {
     Auth(#[from] auth::StartError),
     #[error(transparent)]
     ConstitutionService(#[from] constitution::StartError),
+    #[error(transparent)]
+    Integrity(#[from] integrity::StartError),
     #[error("auth service: {0}")]
     Revocations(String),
     #[error("cannot listen on {addr} for the {service} service: {reason}")]
@@ -133,6 +136,8 @@ pub async fn start(config: Config, selection: &[ServiceName]) -> Result<Stack, S
     } else {
         (None, None)
     };
+    let integrity_service =
+        if selection.contains(&ServiceName::Integrity) { Some(IntegrityService::start(&config)?) } else { None };
     let auth_client = match (&auth_service, config.peer_url(ServiceName::Auth)) {
         (Some(service), _) => service.client(),
         (None, Some(url)) => AuthClient::http(url),
@@ -172,6 +177,9 @@ pub async fn start(config: Config, selection: &[ServiceName]) -> Result<Stack, S
         let interval = Duration::from_millis(config.constitution.close_check_interval_ms.max(1));
         background.push(service.spawn_closer(interval));
     }
+    if let Some(service) = &integrity_service {
+        background.push(service.spawn_checkpointer());
+    }
 
     let ctx = HttpContext {
         hash: hash.clone(),
@@ -206,7 +214,10 @@ pub async fn start(config: Config, selection: &[ServiceName]) -> Result<Stack, S
                 Some(service) => service.app(),
                 None => continue,
             },
-            ServiceName::Integrity => integrity::app(),
+            ServiceName::Integrity => match &integrity_service {
+                Some(service) => service.app(),
+                None => continue,
+            },
             ServiceName::Verification => verification::app(),
             ServiceName::Simulation => simulation::app(),
             ServiceName::Consensus => consensus::app(),

@@ -1,0 +1,291 @@
+//! The integrity service over HTTP, against the real services on port 0: appending as a service
+//! or admin only, entries with their exact leaf bytes, inclusion and consistency proofs checked
+//! with the independent RFC 9162 verifier in `tests/common/rfc9162.rs`, the signed checkpoint
+//! verified with the published key and its root recomputed from the entries, and bad input
+//! answered 4xx with nothing appended.
+
+mod common;
+
+use std::time::Duration;
+
+use acgs::kernel::service::ServiceName;
+use acgs::services::integrity::note::{self, NoteVerifier};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use common::rfc9162 as rfc;
+use common::{TestApp, error_code, spawn_app_with};
+use serde_json::{Value, json};
+
+const ORIGIN: &str = "acgs.local/log";
+
+fn event(i: u64, subject: &str) -> Value {
+    json!({
+        "event_id": format!("00000000-0000-7000-8000-{i:012}"),
+        "service": "test",
+        "kind": "test.thing.done",
+        "subject": subject,
+        "actor": "tester",
+        "at_ms": 1_700_000_000_000i64 + i as i64,
+        "data": {"n": i, "z": [1, {"b": 2, "a": 1}]},
+    })
+}
+
+fn h(v: &Value) -> rfc::H {
+    let bytes = B64.decode(v.as_str().expect("base64 string")).expect("base64");
+    bytes.try_into().expect("32 bytes")
+}
+
+fn hashes(v: &Value) -> Vec<rfc::H> {
+    v.as_array().expect("hashes array").iter().map(h).collect()
+}
+
+async fn start() -> TestApp {
+    spawn_app_with(|c| c.integrity.checkpoint_interval_ms = 20).await
+}
+
+fn log(app: &TestApp, path: &str) -> String {
+    app.url(ServiceName::Integrity, &format!("/api/v1/log{path}"))
+}
+
+async fn get_json(app: &TestApp, path: &str) -> Value {
+    let response = app.get(&log(app, path), None).await;
+    assert_eq!(response.status(), 200, "GET {path}");
+    response.json().await.expect("json")
+}
+
+async fn post(app: &TestApp, token: Option<&str>, body: &Value) -> reqwest::Response {
+    let mut request = app.http.post(log(app, "/entries")).json(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.expect("POST")
+}
+
+async fn verifier(app: &TestApp) -> NoteVerifier {
+    let response = app.get(&log(app, "/public-key"), None).await;
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"].to_str().expect("ascii").starts_with("text/plain"));
+    NoteVerifier::parse(response.text().await.expect("text").trim()).expect("verifier key parses")
+}
+
+async fn checkpoint_text(app: &TestApp) -> String {
+    let response = app.get(&log(app, "/checkpoint"), None).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/plain; charset=utf-8");
+    response.text().await.expect("text")
+}
+
+/// Waits until the served checkpoint signs `size` entries; returns its text.
+async fn checkpoint_of_size(app: &TestApp, key: &NoteVerifier, size: u64) -> String {
+    for _ in 0..200 {
+        let text = checkpoint_text(app).await;
+        let cp = note::verify_checkpoint(&text, key, Some(ORIGIN)).expect("checkpoint verifies");
+        if cp.size == size {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no checkpoint of size {size} within 5 s");
+}
+
+async fn size(app: &TestApp) -> usize {
+    get_json(app, "/entries?limit=1000").await["entries"].as_array().expect("entries").len()
+}
+
+#[tokio::test]
+async fn append_fetch_prove_and_verify_the_checkpoint() {
+    let app = start().await;
+    let key = verifier(&app).await;
+
+    // The first checkpoint exists at start, for the empty log.
+    let empty = checkpoint_of_size(&app, &key, 0).await;
+    let cp = note::verify_checkpoint(&empty, &key, Some(ORIGIN)).expect("verifies");
+    assert_eq!(cp.root, rfc::mth(&[]));
+
+    // Appending takes the service or admin role.
+    let body = json!({ "events": (0..5).map(|i| event(i, if i % 2 == 0 { "user:even" } else { "user:odd" })).collect::<Vec<_>>() });
+    assert_eq!(error_code(post(&app, None, &body).await).await.0, 401);
+    let admin = app.admin_token().await;
+    app.create_user(&admin, "agent007", "agent-password-123", &["agent"]).await;
+    let (agent, _) = app.tokens("agent007", "agent-password-123").await;
+    assert_eq!(error_code(post(&app, Some(&agent), &body).await).await.0, 403);
+    assert_eq!(size(&app).await, 0, "refused requests appended nothing");
+
+    let response = post(&app, Some(&admin), &body).await;
+    assert_eq!(response.status(), 200);
+    let out: Value = response.json().await.expect("json");
+    for (i, a) in out["appended"].as_array().expect("appended").iter().enumerate() {
+        assert_eq!(a["index"], i as u64);
+        assert_eq!(a["duplicate"], false);
+        assert_eq!(a["event_id"], event(i as u64, "")["event_id"]);
+    }
+    // Redelivery is deduplicated; a new event gets the next index.
+    let again = json!({ "events": [event(1, "user:odd"), event(3, "user:odd"), event(5, "user:odd")] });
+    let out: Value = post(&app, Some(&admin), &again).await.json().await.expect("json");
+    let got: Vec<(u64, bool)> = out["appended"]
+        .as_array()
+        .expect("appended")
+        .iter()
+        .map(|a| (a["index"].as_u64().expect("index"), a["duplicate"].as_bool().expect("duplicate")))
+        .collect();
+    assert_eq!(got, vec![(1, true), (3, true), (5, false)]);
+
+    // Entries carry their exact leaf bytes; the leaf hash is recomputable.
+    let page = get_json(&app, "/entries?from=0&limit=100").await;
+    let entries = page["entries"].as_array().expect("entries");
+    assert_eq!(entries.len(), 6);
+    let mut leaves = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let leaf = B64.decode(e["leaf"].as_str().expect("leaf")).expect("base64");
+        assert_eq!(rfc::leaf(&leaf), h(&e["leaf_hash"]), "leaf hash of entry {i}");
+        let parsed: Value = serde_json::from_slice(&leaf).expect("leaf is JSON");
+        assert_eq!(parsed, e["event"]);
+        assert_eq!(e["index"], i as u64);
+        assert_eq!(e["event"]["event_id"], event(i as u64, "")["event_id"]);
+        leaves.push(rfc::leaf(&leaf));
+    }
+    assert_eq!(get_json(&app, "/entries/3").await, entries[3]);
+    assert_eq!(get_json(&app, "/entries?from=4&limit=1").await["entries"], json!([entries[4]]));
+    assert_eq!(get_json(&app, "/entries?from=6").await["entries"], json!([]));
+
+    // Search by subject.
+    let odd = get_json(&app, "/search?subject=user:odd").await;
+    let odd: Vec<u64> =
+        odd["entries"].as_array().expect("entries").iter().map(|e| e["index"].as_u64().expect("i")).collect();
+    assert_eq!(odd, vec![1, 3, 5]);
+    assert_eq!(get_json(&app, "/search?subject=user:even&limit=2").await["entries"].as_array().expect("e").len(), 2);
+    assert_eq!(get_json(&app, "/search?subject=nobody").await["entries"], json!([]));
+
+    // The checkpoint follows, verifies with the published key, and its root is the entries' root.
+    let text = checkpoint_of_size(&app, &key, 6).await;
+    let cp = note::verify_checkpoint(&text, &key, Some(ORIGIN)).expect("verifies");
+    assert_eq!(cp.root, rfc::mth(&leaves));
+    let mut forged = text.clone().into_bytes();
+    forged[ORIGIN.len() + 1] = b'7'; // the size line
+    assert!(note::verify_checkpoint(&String::from_utf8(forged).expect("utf8"), &key, Some(ORIGIN)).is_err());
+
+    // Inclusion proofs, for every entry in every tree size.
+    for tree_size in 1..=6u64 {
+        let root = rfc::mth(&leaves[..tree_size as usize]);
+        for i in 0..tree_size {
+            let p = get_json(&app, &format!("/proof/inclusion?index={i}&tree_size={tree_size}")).await;
+            assert_eq!((p["index"].as_u64(), p["tree_size"].as_u64()), (Some(i), Some(tree_size)));
+            let leaf = h(&p["leaf_hash"]);
+            assert_eq!(leaf, leaves[i as usize]);
+            let path = hashes(&p["hashes"]);
+            assert!(rfc::verify_inclusion(i, tree_size, &leaf, &path, &root), "inclusion {i} in {tree_size}");
+            assert!(!rfc::verify_inclusion(i, tree_size, &leaf, &path, &rfc::mth(&leaves[..1])) || tree_size == 1);
+        }
+    }
+    // Consistency proofs between every pair of sizes.
+    for to in 0..=6u64 {
+        for from in 0..=to {
+            let p = get_json(&app, &format!("/proof/consistency?from={from}&to={to}")).await;
+            assert_eq!((p["from"].as_u64(), p["to"].as_u64()), (Some(from), Some(to)));
+            let ok = rfc::verify_consistency(
+                from,
+                to,
+                &rfc::mth(&leaves[..from as usize]),
+                &rfc::mth(&leaves[..to as usize]),
+                &hashes(&p["hashes"]),
+            );
+            assert!(ok, "consistency {from} -> {to}");
+        }
+    }
+
+    // Metrics.
+    let metrics = app.get(&app.url(ServiceName::Integrity, "/metrics"), None).await.text().await.expect("text");
+    assert!(metrics.lines().any(|l| l == "acgs_log_entries 6"), "{metrics}");
+    assert!(metrics.lines().any(|l| l == "acgs_log_appends_total 6"), "{metrics}");
+}
+
+#[tokio::test]
+async fn bad_input_is_a_4xx_and_appends_nothing() {
+    let app = start().await;
+    let admin = app.admin_token().await;
+    let body = json!({ "events": [event(0, "s"), event(1, "s"), event(2, "s")] });
+    assert_eq!(post(&app, Some(&admin), &body).await.status(), 200);
+
+    let cases: &[(&str, u16, &str)] = &[
+        ("/entries/3", 404, "3 is out of range"),
+        ("/entries/999999999", 404, ""),
+        ("/entries/abc", 400, ""),
+        ("/entries?from=4", 400, "3 entries"),
+        ("/entries?limit=0", 400, "limit"),
+        ("/entries?limit=5000", 400, "limit"),
+        ("/entries?from=-1", 400, ""),
+        ("/entries?frm=1", 400, ""),
+        ("/proof/inclusion?index=0&tree_size=4", 400, "has 3 entries"),
+        ("/proof/inclusion?index=3&tree_size=3", 400, "out of range"),
+        ("/proof/inclusion?index=0", 400, ""),
+        ("/proof/consistency?from=3&to=2", 400, "smaller"),
+        ("/proof/consistency?from=1&to=4", 400, "has 3 entries"),
+        ("/search", 400, ""),
+        ("/search?subject=s&limit=0", 400, "limit"),
+        ("/search?subject=s&limit=1001", 400, "limit"),
+    ];
+    for (path, status, needle) in cases {
+        let response = app.get(&log(&app, path), None).await;
+        let text = response.text().await.expect("text");
+        let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path}: not JSON: {text}"));
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(needle), "{path}: {message:?} does not say {needle:?}");
+        let response = app.get(&log(&app, path), None).await;
+        assert_eq!(error_code(response).await.0, *status, "{path}: {text}");
+    }
+
+    // Malformed or refused bodies: 4xx, and nothing appended (all or nothing).
+    let too_long = "x".repeat(600);
+    let mut bad_event = event(9, "s");
+    bad_event["subject"] = json!(too_long);
+    let mut no_id = event(10, "s");
+    no_id["event_id"] = json!("");
+    let mut missing = event(11, "s");
+    missing.as_object_mut().expect("object").remove("kind");
+    let bodies = [
+        json!({}),
+        json!({ "events": "nope" }),
+        json!({ "events": [event(5, "s")], "extra": 1 }),
+        json!({ "events": [event(6, "s"), bad_event] }),
+        json!({ "events": [event(7, "s"), no_id] }),
+        json!({ "events": [event(8, "s"), missing] }),
+        json!({ "events": (100..1101).map(|i| event(i, "s")).collect::<Vec<_>>() }),
+    ];
+    for body in &bodies {
+        let (status, _) = error_code(post(&app, Some(&admin), body).await).await;
+        assert!((400..500).contains(&status), "{status} for {body}");
+    }
+    let response = app
+        .http
+        .post(log(&app, "/entries"))
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .expect("POST");
+    assert!(response.status().is_client_error());
+    assert_eq!(size(&app).await, 3, "nothing was appended by a bad request");
+}
+
+#[tokio::test]
+async fn the_key_survives_a_restart_and_the_log_keeps_growing() {
+    let mut app = start().await;
+    let key = verifier(&app).await.to_string();
+    let admin = app.admin_token().await;
+    assert_eq!(post(&app, Some(&admin), &json!({ "events": [event(0, "s")] })).await.status(), 200);
+    app.restart().await;
+    let again = verifier(&app).await;
+    assert_eq!(again.to_string(), key, "the same key after restart");
+    checkpoint_of_size(&app, &again, 1).await;
+    let admin = app.admin_token().await;
+    assert_eq!(post(&app, Some(&admin), &json!({ "events": [event(1, "s")] })).await.status(), 200);
+    checkpoint_of_size(&app, &again, 2).await;
+
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(app.dir.path().join("integrity-note.key")).expect("key file").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
