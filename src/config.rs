@@ -617,6 +617,10 @@ mod tests {
         assert!(err.contains("auth.port") && err.contains("out of range"), "{err}");
         let err = load_with(&[("ACGS_BIND", "not-an-ip")], None).unwrap_err().to_string();
         assert!(err.contains("`bind`"), "{err}");
+        let err = load_with(&[("ACGS_INTEGRITY_ORIGIN", "two words")], None).unwrap_err().to_string();
+        assert!(err.contains("integrity.origin"), "{err}");
+        let err = load_with(&[("ACGS_INTEGRITY_CHECKPOINT_INTERVAL_MS", "0")], None).unwrap_err().to_string();
+        assert!(err.contains("integrity.checkpoint_interval_ms"), "{err}");
     }
 
     #[test]

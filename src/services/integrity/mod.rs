@@ -259,3 +259,65 @@ fn load_or_create_key(path: &Path, origin: &str) -> Result<NoteSigner, StartErro
 pub fn key_path(data_dir: &Path) -> PathBuf {
     data_dir.join(KEY_FILE)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path) -> Config {
+        let mut config = Config::defaults_only();
+        config.data_dir = dir.to_path_buf();
+        config.integrity.checkpoint_interval_ms = 10;
+        config
+    }
+
+    fn event(i: u32) -> AuditEvent {
+        let mut e = AuditEvent::new("test", "test.done", "thing:1", "tester", serde_json::json!({ "i": i }));
+        e.event_id = format!("event-{i}");
+        e
+    }
+
+    #[tokio::test]
+    async fn in_process_delivery_is_deduplicated_and_checkpoints_follow_off_the_append_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let service = IntegrityService::start(&config(dir.path())).expect("starts");
+        assert_eq!(service.checkpoint().size, 0, "a first checkpoint for the empty log");
+        let sink = service.client();
+        sink.deliver(&[event(1), event(2)]).await.expect("delivered");
+        sink.deliver(&[event(2), event(3)]).await.expect("redelivered");
+        assert_eq!(service.log().size().expect("size"), 3);
+        // Appending signed nothing; the checkpointer does.
+        assert_eq!(service.checkpoint().size, 0);
+        let task = service.spawn_checkpointer();
+        for _ in 0..200 {
+            if service.checkpoint().size == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        task.abort();
+        let cp = service.checkpoint();
+        assert_eq!(cp.size, 3);
+        let verifier = note::NoteVerifier::parse(&service.verifier_key()).expect("key");
+        let parsed = note::verify_checkpoint(&cp.note, &verifier, Some("acgs.local/log")).expect("verifies");
+        assert_eq!(parsed.root, service.log().root(3).expect("root"));
+        assert_eq!(service.checkpoint_now().expect("unchanged").size, 3);
+        let http = client::IntegrityClient::http("http://integrity:8002/");
+        let err = http.deliver(&[event(4)]).await.expect_err("no credentials");
+        assert!(err.contains("needs service credentials (distributed-mode issue)"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_key_is_kept_and_a_key_of_another_origin_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = IntegrityService::start(&config(dir.path())).expect("starts").verifier_key();
+        let second = IntegrityService::start(&config(dir.path())).expect("restarts").verifier_key();
+        assert_eq!(first, second);
+        let mut other = config(dir.path());
+        other.integrity.origin = "example.org/other".into();
+        let err = IntegrityService::start(&other).err().expect("refused").to_string();
+        assert!(err.contains("integrity.origin") && err.contains(KEY_FILE), "{err}");
+        std::fs::write(key_path(dir.path()), "garbage\n").expect("write");
+        assert!(IntegrityService::start(&config(dir.path())).is_err());
+    }
+}
