@@ -27,6 +27,7 @@ use super::IntegrityCore;
 use super::log::{AuditEvent, Entry, LogError, MAX_PAGE};
 use crate::kernel::auth::{Authorized, ServicesAndAdmins};
 use crate::kernel::error::{ApiError, Json, Path, Query};
+use crate::kernel::http::BearerAuth;
 
 type Core = State<Arc<IntegrityCore>>;
 
@@ -53,19 +54,6 @@ pub fn router(core: Arc<IntegrityCore>) -> Router {
     modifiers(&BearerAuth)
 )]
 struct IntegrityApi;
-
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
-        );
-    }
-}
 
 pub fn openapi() -> utoipa::openapi::OpenApi {
     IntegrityApi::openapi()
