@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::kernel::audit::AuditSink;
 use crate::kernel::auth::{KeySource, Verifier};
 use crate::kernel::bus::{Bus, subjects};
 use crate::kernel::constitution::{Constitution, ConstitutionError, HashCell};
@@ -23,6 +24,7 @@ use crate::kernel::shutdown::Shutdown;
 use crate::services::auth::client::AuthClient;
 use crate::services::auth::{self, AdminBootstrap, AuthService};
 use crate::services::constitution::{self, ConstitutionService};
+use crate::services::integrity::client::IntegrityClient;
 use crate::services::integrity::{self, IntegrityService};
 use crate::services::{consensus, evolution, simulation, verification};
 
@@ -179,6 +181,29 @@ pub async fn start(config: Config, selection: &[ServiceName]) -> Result<Stack, S
     }
     if let Some(service) = &integrity_service {
         background.push(service.spawn_checkpointer());
+    }
+    // Audit outboxes drain into the integrity log: in this process, or over HTTP.
+    let audit_sink: Option<Arc<dyn AuditSink>> = match (&integrity_service, config.peer_url(ServiceName::Integrity)) {
+        (Some(service), _) => Some(Arc::new(service.client())),
+        (None, Some(url)) => Some(Arc::new(IntegrityClient::http(url))),
+        (None, None) => None,
+    };
+    let mut relays = Vec::new();
+    if let Some(service) = &auth_service {
+        relays.push((ServiceName::Auth, audit_sink.clone().map(|sink| service.outbox_relay(sink))));
+    }
+    if let Some(service) = &constitution_service {
+        relays.push((ServiceName::Constitution, audit_sink.clone().map(|sink| service.outbox_relay(sink))));
+    }
+    for (name, relay) in relays {
+        match relay {
+            Some(relay) => background.push(tokio::spawn(relay.run())),
+            None => tracing::warn!(
+                service = %name,
+                "audit events wait in the outbox: the integrity service is not in this process and \
+                 ACGS_INTEGRITY_URL is not set"
+            ),
+        }
     }
 
     let ctx = HttpContext {

@@ -371,7 +371,13 @@ async fn closing_without_the_electorate_count_fails_closed() {
     let mut remote = config.clone();
     remote.auth.url = auth_url;
     let stack = acgs::server::start(remote, &[ServiceName::Constitution]).await.expect("constitution starts");
-    let app = TestApp { stack: Some(auth_stack), config, dir, http: reqwest::Client::new() };
+    let app = TestApp {
+        stack: Some(auth_stack),
+        services: vec![ServiceName::Auth],
+        config,
+        dir,
+        http: reqwest::Client::new(),
+    };
     let base = format!("http://{}", stack.addr(ServiceName::Constitution).expect("constitution"));
     let (admin, council, _) = members(&app).await;
 
@@ -420,4 +426,36 @@ async fn closing_without_the_electorate_count_fails_closed() {
         .expect("json");
     assert_eq!(hash["version"], 1);
     stack.stop().await;
+}
+
+/// Every amendment state change reaches the integrity log through the outbox, once, with the
+/// actor who made it.
+#[tokio::test]
+async fn amendment_events_reach_the_integrity_log_once() {
+    let app = spawn_app().await;
+    let (_, council, _) = members(&app).await;
+    let id = propose(&app, &council[0], json!([{ "op": "add_principle", "principle": new_principle("explanations") }]))
+        .await;
+    open(&app, &council[0], &id).await;
+    assert_eq!(vote(&app, &council[1], &id, "approve").await.status(), 201);
+    let url = app.url(ServiceName::Integrity, &format!("/api/v1/log/search?subject=amendment:{id}"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let kinds = loop {
+        let found: Value = app.get(&url, None).await.json().await.expect("json");
+        let kinds: Vec<String> = found["entries"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .map(|e| e["event"]["kind"].as_str().expect("kind").to_string())
+            .collect();
+        if kinds.len() >= 3 || std::time::Instant::now() > deadline {
+            break kinds;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        kinds,
+        ["constitution.amendment_proposed", "constitution.amendment_opened", "constitution.vote_cast"],
+        "each change once, in order"
+    );
 }

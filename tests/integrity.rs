@@ -13,7 +13,7 @@ use acgs::services::integrity::note::{self, NoteVerifier};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use common::rfc9162 as rfc;
-use common::{TestApp, error_code, spawn_app_with};
+use common::{TestApp, error_code, spawn_services};
 use serde_json::{Value, json};
 
 const ORIGIN: &str = "acgs.local/log";
@@ -39,8 +39,10 @@ fn hashes(v: &Value) -> Vec<rfc::H> {
     v.as_array().expect("hashes array").iter().map(h).collect()
 }
 
+/// Auth and integrity only: no other service writes audit events into this log, so the tests
+/// know every entry in it.
 async fn start() -> TestApp {
-    spawn_app_with(|c| c.integrity.checkpoint_interval_ms = 20).await
+    spawn_services(&[ServiceName::Auth, ServiceName::Integrity], |c| c.integrity.checkpoint_interval_ms = 20).await
 }
 
 fn log(app: &TestApp, path: &str) -> String {

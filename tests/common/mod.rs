@@ -17,6 +17,8 @@ pub const ADMIN_PASSWORD: &str = "correct-horse-battery-staple";
 
 pub struct TestApp {
     pub stack: Option<Stack>,
+    /// The services this app runs.
+    pub services: Vec<ServiceName>,
     pub config: Config,
     pub dir: tempfile::TempDir,
     pub http: reqwest::Client,
@@ -54,11 +56,16 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts all seven services after `adjust` has changed the test configuration.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_services(&ServiceName::ALL, adjust).await
+}
+
+/// Starts only `services` in one process (for tests that need, say, a log nobody else writes to).
+pub async fn spawn_services(services: &[ServiceName], adjust: impl FnOnce(&mut Config)) -> TestApp {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = test_config(dir.path()).await;
     adjust(&mut config);
-    let stack = server::start(config.clone(), &ServiceName::ALL).await.expect("services start");
-    TestApp { stack: Some(stack), config, dir, http: reqwest::Client::new() }
+    let stack = server::start(config.clone(), services).await.expect("services start");
+    TestApp { stack: Some(stack), services: services.to_vec(), config, dir, http: reqwest::Client::new() }
 }
 
 impl TestApp {
@@ -88,7 +95,7 @@ impl TestApp {
     /// Starts the services again on the same data dir and database.
     pub async fn restart(&mut self) {
         self.stop().await;
-        let stack = server::start(self.config.clone(), &ServiceName::ALL).await.expect("services restart");
+        let stack = server::start(self.config.clone(), &self.services).await.expect("services restart");
         self.stack = Some(stack);
     }
 

@@ -123,6 +123,14 @@ impl ConstitutionService {
         })
     }
 
+    /// The relay that delivers this service's audit outbox to `sink` (the integrity log).
+    pub fn outbox_relay(
+        &self,
+        sink: std::sync::Arc<dyn crate::kernel::audit::AuditSink>,
+    ) -> crate::kernel::audit::Relay {
+        crate::kernel::audit::Relay::new(self.core.db.clone(), sink)
+    }
+
     /// The HTTP application of this service.
     pub fn app(&self) -> ServiceApp {
         ServiceApp {
