@@ -504,3 +504,136 @@ async fn discovery_documents() {
     );
     assert!(key.get("d").is_none(), "no private key material in the JWKS");
 }
+
+/// Every auth change and every login attempt reaches the integrity log, with who and what but
+/// never a password, secret or token.
+#[tokio::test]
+async fn logins_and_changes_are_audited_without_secrets() {
+    let app = spawn_app_with(|c| c.auth.lockout_threshold = 2).await;
+    let admin = app.admin_token().await;
+    let admin_id = {
+        let me: Value = app.get(&app.auth("/api/v1/users/me"), Some(&admin)).await.json().await.expect("json");
+        me["id"].as_str().expect("id").to_string()
+    };
+    let alice = app.create_user(&admin, "alice", "alice-password-1", &["council"]).await;
+    let (access, refresh) = app.tokens("alice", "alice-password-1").await;
+    let refresh_response = app
+        .http
+        .post(app.auth("/api/v1/auth/token"))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", refresh.as_str())])
+        .send()
+        .await
+        .expect("refresh");
+    assert_eq!(refresh_response.status(), 200);
+    let reused = app
+        .http
+        .post(app.auth("/api/v1/auth/token"))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", refresh.as_str())])
+        .send()
+        .await
+        .expect("reuse");
+    assert_eq!(reused.status(), 400);
+    let revoked =
+        app.http.post(app.auth("/api/v1/auth/revoke")).form(&[("token", access.as_str())]).send().await.expect("revoke");
+    assert_eq!(revoked.status(), 200);
+    for _ in 0..2 {
+        assert_eq!(app.login("alice", "wrong-password!").await.status(), 400);
+    }
+    assert_eq!(app.login("nobody", "some-password-1").await.status(), 400);
+    let (client_id, secret) = app.create_client(&admin, "robot", &["agent"]).await;
+    let machine = app
+        .http
+        .post(app.auth("/api/v1/auth/token"))
+        .basic_auth(&client_id, Some(&secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .expect("client login");
+    assert_eq!(machine.status(), 200);
+    let machine_token: Value = machine.json().await.expect("json");
+    let bad_secret = app
+        .http
+        .post(app.auth("/api/v1/auth/token"))
+        .basic_auth(&client_id, Some("not-the-secret"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .expect("client login");
+    assert_eq!(bad_secret.status(), 401);
+    let patch = app
+        .http
+        .patch(app.auth(&format!("/api/v1/users/{alice}")))
+        .bearer_auth(&admin)
+        .json(&json!({ "unlock": true, "password": "alice-password-2" }))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(patch.status(), 200);
+    let rotate = app.http.post(app.auth("/api/v1/auth/keys/rotate")).bearer_auth(&admin).send().await.expect("rotate");
+    assert_eq!(rotate.status(), 200);
+    let deleted =
+        app.http.delete(app.auth(&format!("/api/v1/clients/{client_id}"))).bearer_auth(&admin).send().await.expect("d");
+    assert_eq!(deleted.status(), 204);
+    let deleted =
+        app.http.delete(app.auth(&format!("/api/v1/users/{alice}"))).bearer_auth(&admin).send().await.expect("d");
+    assert_eq!(deleted.status(), 204);
+
+    // (kind, subject, actor) expected in the log, in the order they happened.
+    let user = format!("user:{alice}");
+    let client = format!("client:{client_id}");
+    let expected: Vec<(&str, String, String)> = vec![
+        ("auth.login.success", format!("user:{admin_id}"), admin_id.clone()),
+        ("auth.user.created", user.clone(), admin_id.clone()),
+        ("auth.login.success", user.clone(), alice.clone()),
+        ("auth.token.refreshed", user.clone(), alice.clone()),
+        ("auth.token.refresh_reused", String::new(), "anonymous".into()),
+        ("auth.token.revoked", String::new(), alice.clone()),
+        ("auth.login.failure", user.clone(), "anonymous".into()),
+        ("auth.login.failure", user.clone(), "anonymous".into()),
+        ("auth.login.lockout", user.clone(), "system".into()),
+        ("auth.login.failure", "username:nobody".into(), "anonymous".into()),
+        ("auth.client.created", client.clone(), admin_id.clone()),
+        ("auth.login.success", client.clone(), client_id.clone()),
+        ("auth.login.failure", client.clone(), "anonymous".into()),
+        ("auth.user.updated", user.clone(), admin_id.clone()),
+        ("auth.key.rotated", String::new(), admin_id.clone()),
+        ("auth.client.deleted", client.clone(), admin_id.clone()),
+        ("auth.user.deleted", user.clone(), admin_id.clone()),
+    ];
+    let log = app.url(acgs::kernel::service::ServiceName::Integrity, "/api/v1/log/entries?limit=1000");
+    let mut seen: Vec<Value> = Vec::new();
+    for _ in 0..100 {
+        let page: Value = app.get(&log, None).await.json().await.expect("json");
+        seen = page["entries"].as_array().expect("entries").clone();
+        if seen.iter().any(|e| e["event"]["kind"] == "auth.user.deleted") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let auth: Vec<&Value> = seen.iter().map(|e| &e["event"]).filter(|e| e["service"] == "auth").collect();
+    // The first events are the install's own: its first signing key and the first admin.
+    assert_eq!(auth[0]["kind"], "auth.key.created");
+    assert_eq!((&auth[1]["kind"], &auth[1]["actor"]), (&json!("auth.user.created"), &json!("system")));
+    let got: Vec<(String, String, String)> = auth[2..]
+        .iter()
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().expect("string").to_string();
+            (s("kind"), s("subject"), s("actor"))
+        })
+        .collect();
+    assert_eq!(got.len(), expected.len(), "{got:#?}");
+    for (g, (kind, subject, actor)) in got.iter().zip(&expected) {
+        assert_eq!(g.0, *kind, "{got:#?}");
+        if !subject.is_empty() {
+            assert_eq!(&g.1, subject, "{kind}");
+        }
+        assert_eq!(&g.2, actor, "{kind}");
+    }
+    let text = serde_json::to_string(&seen).expect("json");
+    let machine_access = machine_token["access_token"].as_str().expect("token");
+    for secret in [ADMIN_PASSWORD, "alice-password-1", "alice-password-2", "wrong-password!", &secret, &access, &refresh]
+    {
+        assert!(!text.contains(secret), "the log contains a secret: {secret}");
+    }
+    assert!(!text.contains(machine_access));
+}

@@ -3,6 +3,9 @@
 //! with the independent RFC 9162 verifier in `tests/common/rfc9162.rs`, the signed checkpoint
 //! verified with the published key and its root recomputed from the entries, and bad input
 //! answered 4xx with nothing appended.
+//!
+//! The auth service records its own events (logins, users created) in the same log, so the tests
+//! find their events by the indices the log answered and check proofs over whatever the log holds.
 
 mod common;
 
@@ -39,8 +42,7 @@ fn hashes(v: &Value) -> Vec<rfc::H> {
     v.as_array().expect("hashes array").iter().map(h).collect()
 }
 
-/// Auth and integrity only: no other service writes audit events into this log, so the tests
-/// know every entry in it.
+/// Auth and integrity only.
 async fn start() -> TestApp {
     spawn_services(&[ServiceName::Auth, ServiceName::Integrity], |c| c.integrity.checkpoint_interval_ms = 20).await
 }
@@ -90,8 +92,39 @@ async fn checkpoint_of_size(app: &TestApp, key: &NoteVerifier, size: u64) -> Str
     panic!("no checkpoint of size {size} within 5 s");
 }
 
-async fn size(app: &TestApp) -> usize {
-    get_json(app, "/entries?limit=1000").await["entries"].as_array().expect("entries").len()
+async fn all_entries(app: &TestApp) -> Vec<Value> {
+    get_json(app, "/entries?limit=1000").await["entries"].as_array().expect("entries").clone()
+}
+
+/// How many entries the tests themselves appended (service `test`).
+async fn test_entries(app: &TestApp) -> usize {
+    all_entries(app).await.iter().filter(|e| e["event"]["service"] == "test").count()
+}
+
+/// Waits until every event written so far has reached the log and the served checkpoint signs
+/// all of it; returns the checkpoint's text and the entries.
+async fn settled(app: &TestApp, key: &NoteVerifier) -> (String, Vec<Value>) {
+    let mut last = usize::MAX;
+    for _ in 0..200 {
+        let text = checkpoint_text(app).await;
+        let cp = note::verify_checkpoint(&text, key, Some(ORIGIN)).expect("checkpoint verifies");
+        let entries = all_entries(app).await;
+        if entries.len() as u64 == cp.size && entries.len() == last {
+            return (text, entries);
+        }
+        last = entries.len();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the log did not settle within 10 s");
+}
+
+fn indices(out: &Value) -> Vec<(u64, bool)> {
+    out["appended"]
+        .as_array()
+        .expect("appended")
+        .iter()
+        .map(|a| (a["index"].as_u64().expect("index"), a["duplicate"].as_bool().expect("duplicate")))
+        .collect()
 }
 
 #[tokio::test]
@@ -99,10 +132,15 @@ async fn append_fetch_prove_and_verify_the_checkpoint() {
     let app = start().await;
     let key = verifier(&app).await;
 
-    // The first checkpoint exists at start, for the empty log.
-    let empty = checkpoint_of_size(&app, &key, 0).await;
-    let cp = note::verify_checkpoint(&empty, &key, Some(ORIGIN)).expect("verifies");
-    assert_eq!(cp.root, rfc::mth(&[]));
+    // A checkpoint exists from the start and signs a prefix of the log.
+    let first = checkpoint_text(&app).await;
+    let cp = note::verify_checkpoint(&first, &key, Some(ORIGIN)).expect("verifies");
+    let leaves_now: Vec<rfc::H> = all_entries(&app)
+        .await
+        .iter()
+        .map(|e| rfc::leaf(&B64.decode(e["leaf"].as_str().expect("leaf")).expect("base64")))
+        .collect();
+    assert_eq!(cp.root, rfc::mth(&leaves_now[..cp.size as usize]));
 
     // Appending takes the service or admin role.
     let body = json!({ "events": (0..5).map(|i| event(i, if i % 2 == 0 { "user:even" } else { "user:odd" })).collect::<Vec<_>>() });
@@ -111,31 +149,28 @@ async fn append_fetch_prove_and_verify_the_checkpoint() {
     app.create_user(&admin, "agent007", "agent-password-123", &["agent"]).await;
     let (agent, _) = app.tokens("agent007", "agent-password-123").await;
     assert_eq!(error_code(post(&app, Some(&agent), &body).await).await.0, 403);
-    assert_eq!(size(&app).await, 0, "refused requests appended nothing");
+    assert_eq!(test_entries(&app).await, 0, "refused requests appended nothing");
 
     let response = post(&app, Some(&admin), &body).await;
     assert_eq!(response.status(), 200);
     let out: Value = response.json().await.expect("json");
+    let first_five = indices(&out);
     for (i, a) in out["appended"].as_array().expect("appended").iter().enumerate() {
-        assert_eq!(a["index"], i as u64);
-        assert_eq!(a["duplicate"], false);
         assert_eq!(a["event_id"], event(i as u64, "")["event_id"]);
     }
-    // Redelivery is deduplicated; a new event gets the next index.
+    assert!(first_five.iter().all(|(_, dup)| !dup));
+    assert!(first_five.windows(2).all(|w| w[0].0 < w[1].0), "indices increase: {first_five:?}");
+    let at: Vec<u64> = first_five.iter().map(|(i, _)| *i).collect();
+    // Redelivery is deduplicated; a new event gets a new index.
     let again = json!({ "events": [event(1, "user:odd"), event(3, "user:odd"), event(5, "user:odd")] });
-    let out: Value = post(&app, Some(&admin), &again).await.json().await.expect("json");
-    let got: Vec<(u64, bool)> = out["appended"]
-        .as_array()
-        .expect("appended")
-        .iter()
-        .map(|a| (a["index"].as_u64().expect("index"), a["duplicate"].as_bool().expect("duplicate")))
-        .collect();
-    assert_eq!(got, vec![(1, true), (3, true), (5, false)]);
+    let got = indices(&post(&app, Some(&admin), &again).await.json().await.expect("json"));
+    assert_eq!(&got[..2], &[(at[1], true), (at[3], true)]);
+    let (sixth, dup) = got[2];
+    assert!(!dup && sixth > at[4]);
 
-    // Entries carry their exact leaf bytes; the leaf hash is recomputable.
-    let page = get_json(&app, "/entries?from=0&limit=100").await;
-    let entries = page["entries"].as_array().expect("entries");
-    assert_eq!(entries.len(), 6);
+    // Every entry carries its exact leaf bytes; the leaf hash is recomputable.
+    let (text, entries) = settled(&app, &key).await;
+    let n = entries.len() as u64;
     let mut leaves = Vec::new();
     for (i, e) in entries.iter().enumerate() {
         let leaf = B64.decode(e["leaf"].as_str().expect("leaf")).expect("base64");
@@ -143,23 +178,28 @@ async fn append_fetch_prove_and_verify_the_checkpoint() {
         let parsed: Value = serde_json::from_slice(&leaf).expect("leaf is JSON");
         assert_eq!(parsed, e["event"]);
         assert_eq!(e["index"], i as u64);
-        assert_eq!(e["event"]["event_id"], event(i as u64, "")["event_id"]);
         leaves.push(rfc::leaf(&leaf));
     }
-    assert_eq!(get_json(&app, "/entries/3").await, entries[3]);
-    assert_eq!(get_json(&app, "/entries?from=4&limit=1").await["entries"], json!([entries[4]]));
-    assert_eq!(get_json(&app, "/entries?from=6").await["entries"], json!([]));
+    for (i, &index) in at.iter().enumerate() {
+        assert_eq!(entries[index as usize]["event"]["event_id"], event(i as u64, "")["event_id"]);
+    }
+    let third = at[3];
+    assert_eq!(get_json(&app, &format!("/entries/{third}")).await, entries[third as usize]);
+    let next = get_json(&app, &format!("/entries?from={}&limit=1", third + 1)).await["entries"].clone();
+    assert_eq!(next, json!([entries[third as usize + 1]]));
+    assert_eq!(get_json(&app, &format!("/entries?from={n}")).await["entries"], json!([]));
+    // The auth service's own events are in the log too.
+    assert!(entries.iter().any(|e| e["event"]["kind"] == "auth.user.created"), "auth events are logged");
 
     // Search by subject.
     let odd = get_json(&app, "/search?subject=user:odd").await;
     let odd: Vec<u64> =
         odd["entries"].as_array().expect("entries").iter().map(|e| e["index"].as_u64().expect("i")).collect();
-    assert_eq!(odd, vec![1, 3, 5]);
+    assert_eq!(odd, vec![at[1], at[3], sixth]);
     assert_eq!(get_json(&app, "/search?subject=user:even&limit=2").await["entries"].as_array().expect("e").len(), 2);
     assert_eq!(get_json(&app, "/search?subject=nobody").await["entries"], json!([]));
 
-    // The checkpoint follows, verifies with the published key, and its root is the entries' root.
-    let text = checkpoint_of_size(&app, &key, 6).await;
+    // The checkpoint verifies with the published key, and its root is the entries' root.
     let cp = note::verify_checkpoint(&text, &key, Some(ORIGIN)).expect("verifies");
     assert_eq!(cp.root, rfc::mth(&leaves));
     let mut forged = text.clone().into_bytes();
@@ -167,7 +207,7 @@ async fn append_fetch_prove_and_verify_the_checkpoint() {
     assert!(note::verify_checkpoint(&String::from_utf8(forged).expect("utf8"), &key, Some(ORIGIN)).is_err());
 
     // Inclusion proofs, for every entry in every tree size.
-    for tree_size in 1..=6u64 {
+    for tree_size in 1..=n {
         let root = rfc::mth(&leaves[..tree_size as usize]);
         for i in 0..tree_size {
             let p = get_json(&app, &format!("/proof/inclusion?index={i}&tree_size={tree_size}")).await;
@@ -180,7 +220,7 @@ async fn append_fetch_prove_and_verify_the_checkpoint() {
         }
     }
     // Consistency proofs between every pair of sizes.
-    for to in 0..=6u64 {
+    for to in 0..=n {
         for from in 0..=to {
             let p = get_json(&app, &format!("/proof/consistency?from={from}&to={to}")).await;
             assert_eq!((p["from"].as_u64(), p["to"].as_u64()), (Some(from), Some(to)));
@@ -197,36 +237,40 @@ async fn append_fetch_prove_and_verify_the_checkpoint() {
 
     // Metrics.
     let metrics = app.get(&app.url(ServiceName::Integrity, "/metrics"), None).await.text().await.expect("text");
-    assert!(metrics.lines().any(|l| l == "acgs_log_entries 6"), "{metrics}");
-    assert!(metrics.lines().any(|l| l == "acgs_log_appends_total 6"), "{metrics}");
+    assert!(metrics.lines().any(|l| l == format!("acgs_log_entries {n}")), "{metrics}");
+    assert!(metrics.lines().any(|l| l == format!("acgs_log_appends_total {n}")), "{metrics}");
 }
 
 #[tokio::test]
 async fn bad_input_is_a_4xx_and_appends_nothing() {
     let app = start().await;
     let admin = app.admin_token().await;
+    let key = verifier(&app).await;
     let body = json!({ "events": [event(0, "s"), event(1, "s"), event(2, "s")] });
     assert_eq!(post(&app, Some(&admin), &body).await.status(), 200);
+    let (_, entries) = settled(&app, &key).await;
+    let n = entries.len();
 
-    let cases: &[(&str, u16, &str)] = &[
-        ("/entries/3", 404, "3 is out of range"),
-        ("/entries/999999999", 404, ""),
-        ("/entries/abc", 400, ""),
-        ("/entries?from=4", 400, "3 entries"),
-        ("/entries?limit=0", 400, "limit"),
-        ("/entries?limit=5000", 400, "limit"),
-        ("/entries?from=-1", 400, ""),
-        ("/entries?frm=1", 400, ""),
-        ("/proof/inclusion?index=0&tree_size=4", 400, "has 3 entries"),
-        ("/proof/inclusion?index=3&tree_size=3", 400, "out of range"),
-        ("/proof/inclusion?index=0", 400, ""),
-        ("/proof/consistency?from=3&to=2", 400, "smaller"),
-        ("/proof/consistency?from=1&to=4", 400, "has 3 entries"),
-        ("/search", 400, ""),
-        ("/search?subject=s&limit=0", 400, "limit"),
-        ("/search?subject=s&limit=1001", 400, "limit"),
+    let cases: Vec<(String, u16, String)> = vec![
+        (format!("/entries/{n}"), 404, format!("{n} is out of range")),
+        ("/entries/999999999".into(), 404, String::new()),
+        ("/entries/abc".into(), 400, String::new()),
+        (format!("/entries?from={}", n + 1), 400, format!("{n} entries")),
+        ("/entries?limit=0".into(), 400, "limit".into()),
+        ("/entries?limit=5000".into(), 400, "limit".into()),
+        ("/entries?from=-1".into(), 400, String::new()),
+        ("/entries?frm=1".into(), 400, String::new()),
+        (format!("/proof/inclusion?index=0&tree_size={}", n + 1), 400, format!("has {n} entries")),
+        (format!("/proof/inclusion?index={n}&tree_size={n}"), 400, "out of range".into()),
+        ("/proof/inclusion?index=0".into(), 400, String::new()),
+        ("/proof/consistency?from=3&to=2".into(), 400, "smaller".into()),
+        (format!("/proof/consistency?from=1&to={}", n + 1), 400, format!("has {n} entries")),
+        ("/search".into(), 400, String::new()),
+        ("/search?subject=s&limit=0".into(), 400, "limit".into()),
+        ("/search?subject=s&limit=1001".into(), 400, "limit".into()),
     ];
-    for (path, status, needle) in cases {
+    for (path, status, needle) in &cases {
+        let (path, needle) = (path.as_str(), needle.as_str());
         let response = app.get(&log(&app, path), None).await;
         let text = response.text().await.expect("text");
         let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path}: not JSON: {text}"));
@@ -267,22 +311,26 @@ async fn bad_input_is_a_4xx_and_appends_nothing() {
         .await
         .expect("POST");
     assert!(response.status().is_client_error());
-    assert_eq!(size(&app).await, 3, "nothing was appended by a bad request");
+    assert_eq!(test_entries(&app).await, 3, "nothing was appended by a bad request");
+    assert_eq!(all_entries(&app).await.len(), n, "nothing at all was appended");
 }
 
 #[tokio::test]
 async fn the_key_survives_a_restart_and_the_log_keeps_growing() {
     let mut app = start().await;
-    let key = verifier(&app).await.to_string();
+    let key = verifier(&app).await;
     let admin = app.admin_token().await;
     assert_eq!(post(&app, Some(&admin), &json!({ "events": [event(0, "s")] })).await.status(), 200);
+    let (_, before) = settled(&app, &key).await;
     app.restart().await;
     let again = verifier(&app).await;
-    assert_eq!(again.to_string(), key, "the same key after restart");
-    checkpoint_of_size(&app, &again, 1).await;
+    assert_eq!(again.to_string(), key.to_string(), "the same key after restart");
+    checkpoint_of_size(&app, &again, before.len() as u64).await;
     let admin = app.admin_token().await;
     assert_eq!(post(&app, Some(&admin), &json!({ "events": [event(1, "s")] })).await.status(), 200);
-    checkpoint_of_size(&app, &again, 2).await;
+    let (_, after) = settled(&app, &again).await;
+    assert_eq!(&after[..before.len()], &before[..], "the log kept its entries over the restart");
+    assert_eq!(after.iter().filter(|e| e["event"]["service"] == "test").count(), 2);
 
     #[cfg(unix)]
     {

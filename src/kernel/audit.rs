@@ -13,7 +13,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use crate::kernel::storage::{Db, StorageError, Tx};
+use crate::kernel::service::ServiceName;
+use crate::kernel::storage::{Db, StorageError, Tx, Value};
 use crate::params;
 
 /// One audit event: what happened, to what, by whom, when. Its canonical JSON (keys sorted, no
@@ -108,7 +109,21 @@ pub async fn record(tx: &mut Tx, event: &AuditEvent) -> Result<(), StorageError>
         &params![event.event_id.as_str(), payload, event.at_ms],
     )
     .await?;
+    tx.note_outbox_write();
     Ok(())
+}
+
+/// Builds an event of `service` (see [`AuditEvent::new`]) and records it with [`record`] inside the
+/// transaction of the change it describes.
+pub async fn record_new(
+    tx: &mut Tx,
+    service: ServiceName,
+    kind: &str,
+    subject: &str,
+    actor: &str,
+    data: serde_json::Value,
+) -> Result<(), StorageError> {
+    record(tx, &AuditEvent::new(service.as_str(), kind, subject, actor, data)).await
 }
 
 /// Where a relay delivers events: the integrity log, in this process or over HTTP.
@@ -131,12 +146,8 @@ const BATCH: i64 = 500;
 
 impl Relay {
     pub fn new(db: Db, sink: Arc<dyn AuditSink>) -> Self {
-        Relay { db, sink, wake: Arc::new(Notify::new()) }
-    }
-
-    /// Tells the relay that something was committed (it also looks every second regardless).
-    pub fn notify(&self) {
-        self.wake.notify_one();
+        let wake = db.outbox_written();
+        Relay { db, sink, wake }
     }
 
     /// Delivers pending events until none are left; returns how many were delivered.
@@ -162,16 +173,20 @@ impl Relay {
                 keys.push(key);
             }
             self.sink.deliver(&events).await?;
-            let last = keys.last().cloned().unwrap_or_default();
+            // Delete exactly what was delivered: an event with a smaller key may have been
+            // committed (by a concurrent transaction) after the SELECT above.
+            let placeholders = (1..=keys.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+            let keys: Vec<Value> = keys.into_iter().map(Value::from).collect();
             self.db
-                .execute("DELETE FROM _outbox WHERE seq_key <= $1", &params![last])
+                .execute(&format!("DELETE FROM _outbox WHERE seq_key IN ({placeholders})"), &keys)
                 .await
                 .map_err(|e| e.to_string())?;
             delivered += events.len();
         }
     }
 
-    /// Runs until the task is aborted: drains on every notification and at least once a second,
+    /// Runs until the task is aborted: drains after every commit that wrote to the outbox and at
+    /// least once a second,
     /// backing off while the log is unreachable.
     pub async fn run(self) {
         let mut backoff = Duration::from_millis(100);

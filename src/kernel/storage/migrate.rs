@@ -93,10 +93,9 @@ pub(super) async fn run(db: &Db, migrations: &[Migration]) -> Result<Vec<i64>, S
         name: "_migrations".to_owned(),
         reason: err.to_string(),
     };
-    let mut tx = db.begin(true).await.map_err(bookkeeping)?;
+    let mut tx = db.begin_locked(true).await.map_err(bookkeeping)?;
     tx.batch(CREATE_TABLE).await.map_err(bookkeeping)?;
     tx.commit().await.map_err(bookkeeping)?;
-    drop(tx);
 
     let applied: HashMap<i64, String> = db
         .query("SELECT version, name FROM _migrations", &[])
@@ -120,7 +119,7 @@ pub(super) async fn run(db: &Db, migrations: &[Migration]) -> Result<Vec<i64>, S
             }
             continue;
         }
-        let mut tx = db.begin(true).await.map_err(failed(m))?;
+        let mut tx = db.begin_locked(true).await.map_err(failed(m))?;
         // Another process may have applied it while we waited for the lock.
         let again = tx
             .query_opt("SELECT name FROM _migrations WHERE version = $1", &[Value::Int(m.version)])

@@ -316,6 +316,8 @@ enum Backend {
 #[derive(Clone)]
 pub struct Db {
     inner: Arc<Backend>,
+    /// Woken after a commit that wrote to the audit outbox, so its relay delivers at once.
+    outbox_written: Arc<tokio::sync::Notify>,
 }
 
 impl fmt::Debug for Db {
@@ -354,7 +356,7 @@ impl Db {
                 Backend::Postgres(postgres::PgDb::open(service, url, *pool_size).await?)
             }
         };
-        Ok(Db { inner: Arc::new(backend) })
+        Ok(Db { inner: Arc::new(backend), outbox_written: Arc::new(tokio::sync::Notify::new()) })
     }
 
     /// Applies the not-yet-applied `migrations` in version order, each in its own transaction,
@@ -386,15 +388,28 @@ impl Db {
         Ok(self.query(sql, params).await?.into_iter().next())
     }
 
-    /// Begins a transaction (`BEGIN IMMEDIATE` on SQLite). With `lock`, also takes the
-    /// migration lock (PostgreSQL advisory lock keyed by the schema; on SQLite the write lock
-    /// taken by `BEGIN IMMEDIATE` already serialises).
-    pub(crate) async fn begin(&self, lock: bool) -> Result<Tx, StorageError> {
+    /// Begins a transaction (`BEGIN IMMEDIATE` on SQLite, so it holds the write lock from the
+    /// start). Finish it with [`Tx::commit`]; dropping it uncommitted rolls it back. Keep it short:
+    /// do slow work (password hashing, network calls) before beginning.
+    ///
+    /// ```text
+    /// let mut tx = db.begin().await?;
+    /// tx.execute("INSERT INTO t (k) VALUES ($1)", &params![1]).await?;
+    /// audit::record(&mut tx, &event).await?;
+    /// tx.commit().await?;
+    /// ```
+    pub async fn begin(&self) -> Result<Tx, StorageError> {
+        self.begin_locked(false).await
+    }
+
+    /// [`Db::begin`]; with `lock`, also takes the migration lock (PostgreSQL advisory lock keyed
+    /// by the schema; on SQLite the write lock taken by `BEGIN IMMEDIATE` already serialises).
+    pub(crate) async fn begin_locked(&self, lock: bool) -> Result<Tx, StorageError> {
         let inner = match &*self.inner {
             Backend::Sqlite(db) => TxInner::Sqlite(db.begin().await?),
             Backend::Postgres(db) => TxInner::Postgres(Box::new(db.begin(lock).await?)),
         };
-        Ok(Tx::new(inner))
+        Ok(Tx { inner, failed: None, outbox_written: self.outbox_written.clone(), wrote_outbox: false })
     }
 
     /// Runs `f` in one transaction: commit on `Ok`, rollback on `Err`, and rollback when the
@@ -412,7 +427,7 @@ impl Db {
         E: From<StorageError> + Send,
         R: Send,
     {
-        let mut tx = self.begin(false).await?;
+        let mut tx = self.begin().await?;
         let result = f(&mut tx).await;
         match result {
             Ok(value) => {
@@ -433,6 +448,12 @@ impl Db {
             Some(row) if row.get_i64(0)? == 1 => Ok(()),
             _ => Err(StorageError::Database("SELECT 1 returned no 1".into())),
         }
+    }
+
+    /// Notified after each commit of a transaction that wrote to the audit outbox (see
+    /// [`Tx::note_outbox_write`]); the outbox relay waits on it.
+    pub(crate) fn outbox_written(&self) -> Arc<tokio::sync::Notify> {
+        self.outbox_written.clone()
     }
 
     /// `"sqlite"` or `"postgres"`.
@@ -459,6 +480,8 @@ enum TxInner {
 pub struct Tx {
     inner: TxInner,
     failed: Option<String>,
+    outbox_written: Arc<tokio::sync::Notify>,
+    wrote_outbox: bool,
 }
 
 impl fmt::Debug for Tx {
@@ -472,8 +495,9 @@ impl fmt::Debug for Tx {
 }
 
 impl Tx {
-    fn new(inner: TxInner) -> Self {
-        Tx { inner, failed: None }
+    /// Marks this transaction as one that wrote to the audit outbox: its commit wakes the relay.
+    pub(crate) fn note_outbox_write(&mut self) {
+        self.wrote_outbox = true;
     }
 
     fn check(&self) -> Result<(), StorageError> {
@@ -529,7 +553,7 @@ impl Tx {
     }
 
     /// Commits; if a statement failed earlier, rolls back instead and says so.
-    pub(crate) async fn commit(&mut self) -> Result<(), StorageError> {
+    pub async fn commit(mut self) -> Result<(), StorageError> {
         if let Some(first) = self.failed.clone() {
             self.rollback().await;
             return Err(StorageError::Database(format!(
@@ -537,9 +561,13 @@ impl Tx {
             )));
         }
         match &mut self.inner {
-            TxInner::Sqlite(tx) => tx.commit(),
-            TxInner::Postgres(tx) => tx.commit().await,
+            TxInner::Sqlite(tx) => tx.commit()?,
+            TxInner::Postgres(tx) => tx.commit().await?,
         }
+        if self.wrote_outbox {
+            self.outbox_written.notify_one();
+        }
+        Ok(())
     }
 
     pub(crate) async fn rollback(&mut self) {

@@ -15,7 +15,7 @@ use jsonwebtoken::jwk::JwkSet;
 use sha2::{Digest, Sha256};
 
 use crate::kernel::auth::now_secs;
-use crate::kernel::storage::{Db, StorageError};
+use crate::kernel::storage::{Db, StorageError, Tx};
 use crate::params;
 
 /// How many keys are published: the signing key and the one before it.
@@ -50,7 +50,11 @@ impl KeyRing {
         let state = match load_state(db).await? {
             Some(state) => state,
             None => {
-                insert_new_key(db).await?;
+                let mut tx = db.begin().await?;
+                let kid = insert_new_key(&mut tx).await?;
+                super::audit(&mut tx, "auth.key.created", &format!("key:{kid}"), "system", serde_json::json!({}))
+                    .await?;
+                tx.commit().await?;
                 load_state(db).await?.ok_or_else(|| KeyError::Generate("key vanished after insert".into()))?
             }
         };
@@ -69,38 +73,42 @@ impl KeyRing {
         Ok(())
     }
 
-    /// Adds a new signing key and retires all but the newest [`PUBLISHED_KEYS`]. Returns
-    /// (new kid, previous kid).
-    pub async fn rotate(&self, db: &Db) -> Result<(String, String), KeyError> {
+    /// Adds a new signing key and retires all but the newest [`PUBLISHED_KEYS`], recording the
+    /// rotation by `actor`. Returns (new kid, previous kid).
+    pub async fn rotate(&self, db: &Db, actor: &str) -> Result<(String, String), KeyError> {
         let previous = self.current().signing_kid.clone();
-        let kid = insert_new_key(db).await?;
-        let keep = db
+        let mut tx = db.begin().await?;
+        let kid = insert_new_key(&mut tx).await?;
+        let keep = tx
             .query("SELECT kid FROM signing_keys WHERE retired_at IS NULL ORDER BY created_at DESC, kid DESC", &[])
             .await?;
+        let mut retired = Vec::new();
         for row in keep.iter().skip(PUBLISHED_KEYS) {
-            db.execute(
-                "UPDATE signing_keys SET retired_at = $1 WHERE kid = $2",
-                &params![now_secs() as i64, row.get_str(0)?],
-            )
-            .await?;
+            let old = row.get_str(0)?;
+            tx.execute("UPDATE signing_keys SET retired_at = $1 WHERE kid = $2", &params![now_secs() as i64, old])
+                .await?;
+            retired.push(old.to_string());
         }
+        let data = serde_json::json!({ "previous_kid": previous, "retired": retired });
+        super::audit(&mut tx, "auth.key.rotated", &format!("key:{kid}"), actor, data).await?;
+        tx.commit().await?;
         self.reload(db).await?;
         Ok((kid, previous))
     }
 }
 
-async fn insert_new_key(db: &Db) -> Result<String, KeyError> {
+async fn insert_new_key(tx: &mut Tx) -> Result<String, KeyError> {
     let signing = SigningKey::generate(&mut rand::rngs::OsRng);
     let public = signing.verifying_key().to_bytes();
     let der = signing.to_pkcs8_der().map_err(|e| KeyError::Generate(e.to_string()))?;
     let kid = URL_SAFE_NO_PAD.encode(&Sha256::digest(public)[..12]);
     // A strictly increasing creation time orders keys even when two are made in the same second.
-    let created = db
+    let created = tx
         .query_opt("SELECT MAX(created_at) FROM signing_keys", &[])
         .await?
         .and_then(|row| row.get_opt_i64(0).ok().flatten())
         .map_or(now_secs() as i64, |max| max.max(now_secs() as i64 - 1) + 1);
-    db.execute(
+    tx.execute(
         "INSERT INTO signing_keys (kid, private_pkcs8, public_x, created_at) VALUES ($1, $2, $3, $4)",
         &params![kid.as_str(), STANDARD.encode(der.as_bytes()), URL_SAFE_NO_PAD.encode(public), created],
     )

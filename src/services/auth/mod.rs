@@ -5,6 +5,26 @@
 //!
 //! Other services never read this module's tables: they verify tokens locally with the kernel's
 //! verifier, which gets keys and revocations through [`client::AuthClient`].
+//!
+//! # Audit events
+//!
+//! Every change is recorded in the audit outbox in the transaction that makes it ([`audit`]);
+//! failed logins, which change nothing but a counter, are recorded too. Subjects are
+//! `user:<id>`, `client:<id>`, `username:<name>` (a login for an unknown name), `key:<kid>`,
+//! `token:<jti>` and `refresh_family:<id>`; the actor is the id of the admin making the change,
+//! the account logging in, `anonymous` or `system`. Passwords, secrets and tokens never appear.
+//!
+//! | kind | when |
+//! |---|---|
+//! | `auth.login.success` | a password or client_credentials grant issued a token |
+//! | `auth.login.failure` | wrong password or secret, unknown name, locked or disabled account (`data.reason`) |
+//! | `auth.login.lockout` | that failure locked the account |
+//! | `auth.token.refreshed` | a refresh token was used and rotated |
+//! | `auth.token.refresh_reused` | a used refresh token was presented again; its family is revoked |
+//! | `auth.token.revoked` | an access token or a refresh family was revoked (RFC 7009) |
+//! | `auth.user.created` / `.updated` / `.deleted` | user administration (and the first admin) |
+//! | `auth.client.created` / `.updated` / `.deleted` | machine-client administration |
+//! | `auth.key.created` / `auth.key.rotated` | the first signing key, and each rotation |
 
 pub mod client;
 mod keys;
@@ -24,7 +44,7 @@ use crate::kernel::bus::{Bus, subjects};
 use crate::kernel::http::{ReadyCheck, ServiceApp};
 use crate::kernel::metrics::Metrics;
 use crate::kernel::service::ServiceName;
-use crate::kernel::storage::{Db, StorageError};
+use crate::kernel::storage::{Db, StorageError, Tx};
 
 use keys::KeyRing;
 use store::{User, Users};
@@ -145,9 +165,12 @@ impl AuthCore {
     }
 
     /// Revokes an access token by id, until it would have expired anyway, and tells every
-    /// verifier through the bus.
-    pub(crate) async fn revoke_access(&self, jti: &str, exp: u64) -> Result<(), StorageError> {
-        store::Revocations(&self.db).insert(jti, exp as i64, now_secs() as i64).await?;
+    /// verifier through the bus. `actor` is who asked (the token's own subject for RFC 7009).
+    pub(crate) async fn revoke_access(&self, jti: &str, exp: u64, actor: &str) -> Result<(), StorageError> {
+        let mut tx = self.db.begin().await?;
+        store::Revocations::insert(&mut tx, jti, exp as i64, now_secs() as i64).await?;
+        audit(&mut tx, "auth.token.revoked", &format!("token:{jti}"), actor, serde_json::json!({ "exp": exp })).await?;
+        tx.commit().await?;
         self.bus.publish(subjects::TOKEN_REVOKED, serde_json::json!({ "jti": jti, "exp": exp }));
         Ok(())
     }
@@ -160,6 +183,33 @@ impl AuthCore {
     pub(crate) async fn live_revocations(&self) -> Result<Vec<(String, u64)>, StorageError> {
         store::Revocations(&self.db).live(now_secs() as i64).await
     }
+
+    /// Records an event that comes with no other change (a failed login), in its own transaction.
+    async fn audit_alone(
+        &self,
+        kind: &str,
+        subject: &str,
+        actor: &str,
+        data: serde_json::Value,
+    ) -> Result<(), StorageError> {
+        let mut tx = self.db.begin().await?;
+        audit(&mut tx, kind, subject, actor, data).await?;
+        tx.commit().await
+    }
+}
+
+/// The actor of an event caused by someone not (yet) authenticated.
+const ANONYMOUS: &str = "anonymous";
+
+/// Records an auth audit event in the outbox, inside the transaction of the change it describes.
+async fn audit(
+    tx: &mut Tx,
+    kind: &str,
+    subject: &str,
+    actor: &str,
+    data: serde_json::Value,
+) -> Result<(), StorageError> {
+    crate::kernel::audit::record_new(tx, ServiceName::Auth, kind, subject, actor, data).await
 }
 
 /// Checks a new password against the rules.
@@ -198,10 +248,14 @@ async fn bootstrap_admin(core: &AuthCore, config: &Config) -> Result<AdminBootst
         created_at: now,
         updated_at: now,
     };
-    if !users.insert(&admin, true).await? {
+    let mut tx = core.db.begin().await?;
+    if !Users::insert(&mut tx, &admin, true).await? {
         // Another replica created it first.
         return Ok(AdminBootstrap::Existing);
     }
+    let data = serde_json::json!({ "username": admin.username, "roles": admin.roles });
+    audit(&mut tx, "auth.user.created", &format!("user:{}", admin.id), "system", data).await?;
+    tx.commit().await?;
     if !generated {
         return Ok(AdminBootstrap::CreatedWithConfiguredPassword);
     }

@@ -22,9 +22,10 @@ use crate::kernel::http::BearerAuth;
 use super::secrets;
 use super::store::{Client, Clients, RefreshTokens, User, Users};
 use super::tokens::{OAuthError, TokenResponse, no_store};
-use super::{AuthCore, check_password};
+use super::{AuthCore, audit, check_password};
 use crate::kernel::auth::{Admins, Authorized, Principal, Role, ServicesAndAdmins, Verifier, now_secs};
 use crate::kernel::error::{ApiError, FormOrJson, Json, Path, Query};
+use crate::kernel::storage::StorageError;
 
 type Core = State<Arc<AuthCore>>;
 
@@ -170,22 +171,29 @@ async fn revoke(
     };
     let result = if looks_like_jwt(&token) {
         match verifier.verify(&token).await {
-            Ok(claims) => core.revoke_access(&claims.jti, claims.exp).await,
+            Ok(claims) => core.revoke_access(&claims.jti, claims.exp, &claims.sub).await,
             Err(_) => Ok(()),
         }
     } else {
-        let now = now_secs() as i64;
-        let refresh = RefreshTokens(&core.db);
-        match refresh.family_of(&secrets::digest(&token)).await {
-            Ok(Some(family)) => refresh.revoke_family(&family, now).await.map(|_| ()),
-            Ok(None) => Ok(()),
-            Err(e) => Err(e),
-        }
+        revoke_refresh_family(&core, &token).await
     };
     match result {
         Ok(()) => (StatusCode::OK, no_store()).into_response(),
         Err(e) => OAuthError::from(e).into_response(),
     }
+}
+
+/// Revokes the family of a refresh token, if the token is known.
+async fn revoke_refresh_family(core: &AuthCore, token: &str) -> Result<(), StorageError> {
+    let Some((family, user_id)) = RefreshTokens(&core.db).family_of(&secrets::digest(token)).await? else {
+        return Ok(());
+    };
+    let mut tx = core.db.begin().await?;
+    if RefreshTokens::revoke_family(&mut tx, &family, now_secs() as i64).await? > 0 {
+        let data = serde_json::json!({ "reason": "revoked by its holder" });
+        audit(&mut tx, "auth.token.revoked", &format!("refresh_family:{family}"), &user_id, data).await?;
+    }
+    tx.commit().await
 }
 
 /// Introspects a token (RFC 7662). Needs the `service` or `admin` role; answers
@@ -249,7 +257,7 @@ async fn introspect(
 #[utoipa::path(post, path = "/api/v1/auth/keys/rotate", tag = "keys", security(("bearer" = [])),
     responses((status = 200, description = "New and previous key ids"), (status = 401), (status = 403)))]
 async fn rotate_keys(State(core): Core, principal: Authorized<Admins>) -> Result<Response, ApiError> {
-    let (kid, previous) = core.keys.rotate(&core.db).await.map_err(ApiError::internal)?;
+    let (kid, previous) = core.keys.rotate(&core.db, &principal.claims.sub).await.map_err(ApiError::internal)?;
     core.bus.publish(crate::kernel::bus::subjects::KEYS_ROTATED, serde_json::json!({ "kid": kid }));
     tracing::info!(%kid, %previous, by = %principal.claims.sub, "signing key rotated");
     Ok(axum::Json(serde_json::json!({ "kid": kid, "previous_kid": previous })).into_response())
@@ -519,9 +527,13 @@ async fn create_user(
         created_at: now,
         updated_at: now,
     };
-    if !Users(&core.db).insert(&user, true).await? {
+    let mut tx = core.db.begin().await?;
+    if !Users::insert(&mut tx, &user, true).await? {
         return Err(ApiError::conflict(format!("username {:?} is taken", user.username)));
     }
+    let data = serde_json::json!({ "username": user.username, "roles": user.roles });
+    audit(&mut tx, "auth.user.created", &format!("user:{}", user.id), &principal.claims.sub, data).await?;
+    tx.commit().await?;
     tracing::info!(user = %user.username, by = %principal.claims.sub, "user created");
     Ok((StatusCode::CREATED, axum::Json(UserView::from(&user))).into_response())
 }
@@ -550,6 +562,13 @@ async fn update_user(
 ) -> Result<Response, ApiError> {
     let mut user = load_user(&core, &id).await?;
     let mut revoke_sessions = false;
+    // What changed, for the audit event (never the password itself).
+    let changes = serde_json::json!({
+        "password_changed": req.password.is_some(),
+        "roles": req.roles,
+        "disabled": req.disabled,
+        "unlocked": req.unlock == Some(true),
+    });
     if let Some(password) = req.password {
         check_password(&password).map_err(ApiError::validation)?;
         user.password_hash = secrets::hash_password(password).await.map_err(ApiError::internal)?;
@@ -567,15 +586,20 @@ async fn update_user(
         user.failed_logins = 0;
     }
     let loses_admin = !user.roles.contains(&Role::Admin) || user.disabled;
-    if loses_admin && Users(&core.db).other_admins(&user.id).await? == 0 {
+    user.updated_at = now_secs() as i64;
+    let mut tx = core.db.begin().await?;
+    if loses_admin && Users::other_admins(&mut tx, &user.id).await? == 0 {
         return Err(ApiError::conflict("this change would leave no enabled admin"));
     }
-    user.updated_at = now_secs() as i64;
-    Users(&core.db).update(&user).await?;
-    core.account_views.forget(&user.id);
-    if revoke_sessions {
-        RefreshTokens(&core.db).revoke_user(&user.id, user.updated_at).await?;
+    if !Users::update(&mut tx, &user).await? {
+        return Err(ApiError::not_found(format!("no user with id {id:?}")));
     }
+    if revoke_sessions {
+        RefreshTokens::revoke_user(&mut tx, &user.id, user.updated_at).await?;
+    }
+    audit(&mut tx, "auth.user.updated", &format!("user:{}", user.id), &principal.claims.sub, changes).await?;
+    tx.commit().await?;
+    core.account_views.forget(&user.id);
     tracing::info!(user = %user.username, by = %principal.claims.sub, "user updated");
     Ok(axum::Json(UserView::from(&user)).into_response())
 }
@@ -589,10 +613,16 @@ async fn delete_user(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let user = load_user(&core, &id).await?;
-    if user.roles.contains(&Role::Admin) && Users(&core.db).other_admins(&user.id).await? == 0 {
+    let mut tx = core.db.begin().await?;
+    if user.roles.contains(&Role::Admin) && Users::other_admins(&mut tx, &user.id).await? == 0 {
         return Err(ApiError::conflict("cannot delete the last enabled admin"));
     }
-    Users(&core.db).delete(&user.id).await?;
+    if !Users::delete(&mut tx, &user.id).await? {
+        return Err(ApiError::not_found(format!("no user with id {id:?}")));
+    }
+    let data = serde_json::json!({ "username": user.username });
+    audit(&mut tx, "auth.user.deleted", &format!("user:{}", user.id), &principal.claims.sub, data).await?;
+    tx.commit().await?;
     core.account_views.forget(&user.id);
     tracing::info!(user = %user.username, by = %principal.claims.sub, "user deleted");
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -633,7 +663,11 @@ async fn create_client(
         created_at: now,
         updated_at: now,
     };
-    Clients(&core.db).insert(&client).await?;
+    let mut tx = core.db.begin().await?;
+    Clients::insert(&mut tx, &client).await?;
+    let data = serde_json::json!({ "name": client.name, "roles": client.roles });
+    audit(&mut tx, "auth.client.created", &format!("client:{}", client.id), &principal.claims.sub, data).await?;
+    tx.commit().await?;
     tracing::info!(client = %client.id, by = %principal.claims.sub, "client created");
     let body = CreatedClient { client: ClientView::from(&client), client_secret: Some(secret) };
     Ok((StatusCode::CREATED, no_store(), axum::Json(body)).into_response())
@@ -665,6 +699,12 @@ async fn update_client(
     Json(req): Json<UpdateClient>,
 ) -> Result<Response, ApiError> {
     let mut client = load_client(&core, &id).await?;
+    let changes = serde_json::json!({
+        "name": req.name,
+        "roles": req.roles,
+        "disabled": req.disabled,
+        "secret_rotated": req.rotate_secret == Some(true),
+    });
     if let Some(name) = req.name {
         check_name(&name)?;
         client.name = name;
@@ -682,7 +722,12 @@ async fn update_client(
         secret = Some(fresh);
     }
     client.updated_at = now_secs() as i64;
-    Clients(&core.db).update(&client).await?;
+    let mut tx = core.db.begin().await?;
+    if !Clients::update(&mut tx, &client).await? {
+        return Err(ApiError::not_found(format!("no client with id {id:?}")));
+    }
+    audit(&mut tx, "auth.client.updated", &format!("client:{}", client.id), &principal.claims.sub, changes).await?;
+    tx.commit().await?;
     core.account_views.forget(&client.id);
     tracing::info!(client = %client.id, by = %principal.claims.sub, "client updated");
     let body = CreatedClient { client: ClientView::from(&client), client_secret: secret };
@@ -698,7 +743,13 @@ async fn delete_client(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let client = load_client(&core, &id).await?;
-    Clients(&core.db).delete(&client.id).await?;
+    let mut tx = core.db.begin().await?;
+    if !Clients::delete(&mut tx, &client.id).await? {
+        return Err(ApiError::not_found(format!("no client with id {id:?}")));
+    }
+    let data = serde_json::json!({ "name": client.name });
+    audit(&mut tx, "auth.client.deleted", &format!("client:{}", client.id), &principal.claims.sub, data).await?;
+    tx.commit().await?;
     core.account_views.forget(&client.id);
     tracing::info!(client = %client.id, by = %principal.claims.sub, "client deleted");
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -1,8 +1,12 @@
 //! The auth service's storage: users, machine clients, refresh-token families and revoked access
 //! tokens. Plain SQL through the kernel's storage interface; runs on SQLite and PostgreSQL.
+//!
+//! Reads take the [`Db`] (`Users(&db).by_id(…)`). Writes are associated functions that take an
+//! open transaction (`Users::update(&mut tx, …)`), so the caller records the change's audit event
+//! in the same transaction before committing: a change is never stored without its event.
 
 use crate::kernel::auth::Role;
-use crate::kernel::storage::{Db, Row, StorageError};
+use crate::kernel::storage::{Db, Row, StorageError, Tx};
 use crate::params;
 
 /// A human account.
@@ -75,13 +79,12 @@ pub struct Users<'a>(pub &'a Db);
 
 impl Users<'_> {
     /// Inserts a user; `Ok(false)` if the name is taken and `if_absent` is set.
-    pub async fn insert(&self, user: &User, if_absent: bool) -> Result<bool, StorageError> {
+    pub async fn insert(tx: &mut Tx, user: &User, if_absent: bool) -> Result<bool, StorageError> {
         let sql = format!(
             "INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9){}",
             if if_absent { " ON CONFLICT (username) DO NOTHING" } else { "" }
         );
-        let n = self
-            .0
+        let n = tx
             .execute(
                 &sql,
                 &params![
@@ -119,9 +122,10 @@ impl Users<'_> {
         self.0.query_opt("SELECT COUNT(*) FROM users", &[]).await?.map_or(Ok(0), |r| r.get_i64(0))
     }
 
-    /// Enabled admins other than `except`.
-    pub async fn other_admins(&self, except: &str) -> Result<i64, StorageError> {
-        let rows = self.0.query("SELECT roles FROM users WHERE disabled = 0 AND id <> $1", &params![except]).await?;
+    /// Enabled admins other than `except`, read inside the transaction that is about to take
+    /// admin rights away, so two such changes cannot both pass the check.
+    pub async fn other_admins(tx: &mut Tx, except: &str) -> Result<i64, StorageError> {
+        let rows = tx.query("SELECT roles FROM users WHERE disabled = 0 AND id <> $1", &params![except]).await?;
         let mut n = 0;
         for row in &rows {
             if roles_from_text(row.get_str(0)?).contains(&Role::Admin) {
@@ -144,9 +148,8 @@ impl Users<'_> {
     }
 
     /// Writes every mutable field of `user`.
-    pub async fn update(&self, user: &User) -> Result<bool, StorageError> {
-        let n = self
-            .0
+    pub async fn update(tx: &mut Tx, user: &User) -> Result<bool, StorageError> {
+        let n = tx
             .execute(
                 "UPDATE users SET password_hash = $2, roles = $3, disabled = $4, failed_logins = $5, \
                  locked_until = $6, updated_at = $7 WHERE id = $1",
@@ -165,30 +168,21 @@ impl Users<'_> {
     }
 
     /// Deletes a user and their refresh tokens.
-    pub async fn delete(&self, id: &str) -> Result<bool, StorageError> {
-        let id = id.to_string();
-        self.0
-            .transaction(|tx| {
-                Box::pin(async move {
-                    tx.execute("DELETE FROM refresh_tokens WHERE user_id = $1", &params![id.as_str()]).await?;
-                    let n = tx.execute("DELETE FROM users WHERE id = $1", &params![id.as_str()]).await?;
-                    Ok::<_, StorageError>(n == 1)
-                })
-            })
-            .await
+    pub async fn delete(tx: &mut Tx, id: &str) -> Result<bool, StorageError> {
+        tx.execute("DELETE FROM refresh_tokens WHERE user_id = $1", &params![id]).await?;
+        Ok(tx.execute("DELETE FROM users WHERE id = $1", &params![id]).await? == 1)
     }
 
     /// Counts a failed login; locks the account once `threshold` failures are reached. Returns the
     /// time the account is locked until (0 if not locked).
     pub async fn record_failure(
-        &self,
+        tx: &mut Tx,
         id: &str,
         threshold: i64,
         lock_secs: i64,
         now: i64,
     ) -> Result<i64, StorageError> {
-        let row = self
-            .0
+        let row = tx
             .query_opt(
                 "UPDATE users SET failed_logins = failed_logins + 1, updated_at = $2 WHERE id = $1 RETURNING failed_logins",
                 &params![id, now],
@@ -197,19 +191,18 @@ impl Users<'_> {
         let failures = row.map_or(Ok(0), |r| r.get_i64(0))?;
         if failures >= threshold {
             let until = now + lock_secs;
-            self.0
-                .execute(
-                    "UPDATE users SET failed_logins = 0, locked_until = $2, updated_at = $3 WHERE id = $1",
-                    &params![id, until, now],
-                )
-                .await?;
+            tx.execute(
+                "UPDATE users SET failed_logins = 0, locked_until = $2, updated_at = $3 WHERE id = $1",
+                &params![id, until, now],
+            )
+            .await?;
             return Ok(until);
         }
         Ok(0)
     }
 
-    pub async fn record_success(&self, id: &str) -> Result<(), StorageError> {
-        self.0.execute("UPDATE users SET failed_logins = 0 WHERE id = $1 AND failed_logins <> 0", &params![id]).await?;
+    pub async fn record_success(tx: &mut Tx, id: &str) -> Result<(), StorageError> {
+        tx.execute("UPDATE users SET failed_logins = 0 WHERE id = $1 AND failed_logins <> 0", &params![id]).await?;
         Ok(())
     }
 }
@@ -218,22 +211,21 @@ impl Users<'_> {
 pub struct Clients<'a>(pub &'a Db);
 
 impl Clients<'_> {
-    pub async fn insert(&self, client: &Client) -> Result<(), StorageError> {
+    pub async fn insert(tx: &mut Tx, client: &Client) -> Result<(), StorageError> {
         let sql = format!("INSERT INTO clients ({CLIENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)");
-        self.0
-            .execute(
-                &sql,
-                &params![
-                    client.id.as_str(),
-                    client.name.as_str(),
-                    client.secret_hash.as_str(),
-                    roles_to_text(&client.roles),
-                    client.disabled,
-                    client.created_at,
-                    client.updated_at
-                ],
-            )
-            .await?;
+        tx.execute(
+            &sql,
+            &params![
+                client.id.as_str(),
+                client.name.as_str(),
+                client.secret_hash.as_str(),
+                roles_to_text(&client.roles),
+                client.disabled,
+                client.created_at,
+                client.updated_at
+            ],
+        )
+        .await?;
         Ok(())
     }
 
@@ -247,9 +239,8 @@ impl Clients<'_> {
         self.0.query(&sql, &params![limit, offset]).await?.iter().map(client_from_row).collect()
     }
 
-    pub async fn update(&self, client: &Client) -> Result<bool, StorageError> {
-        let n = self
-            .0
+    pub async fn update(tx: &mut Tx, client: &Client) -> Result<bool, StorageError> {
+        let n = tx
             .execute(
                 "UPDATE clients SET name = $2, secret_hash = $3, roles = $4, disabled = $5, updated_at = $6 WHERE id = $1",
                 &params![
@@ -265,8 +256,8 @@ impl Clients<'_> {
         Ok(n == 1)
     }
 
-    pub async fn delete(&self, id: &str) -> Result<bool, StorageError> {
-        Ok(self.0.execute("DELETE FROM clients WHERE id = $1", &params![id]).await? == 1)
+    pub async fn delete(tx: &mut Tx, id: &str) -> Result<bool, StorageError> {
+        Ok(tx.execute("DELETE FROM clients WHERE id = $1", &params![id]).await? == 1)
     }
 }
 
@@ -276,7 +267,7 @@ pub enum RefreshUse {
     /// Valid and now used: rotate within this family.
     Rotated { family_id: String, user_id: String },
     /// Already used once: someone replayed it. The family has been revoked.
-    Reused,
+    Reused { family_id: String },
     /// Unknown, expired or revoked.
     Invalid,
 }
@@ -286,15 +277,14 @@ pub struct RefreshTokens<'a>(pub &'a Db);
 
 impl RefreshTokens<'_> {
     pub async fn insert(
-        &self,
+        tx: &mut Tx,
         token_hash: &str,
         family_id: &str,
         user_id: &str,
         expires_at: i64,
         now: i64,
     ) -> Result<(), StorageError> {
-        self.0
-            .execute(
+        tx.execute(
                 "INSERT INTO refresh_tokens (token_hash, family_id, user_id, expires_at, created_at) VALUES ($1, $2, $3, $4, $5)",
                 &params![token_hash, family_id, user_id, expires_at, now],
             )
@@ -303,9 +293,8 @@ impl RefreshTokens<'_> {
     }
 
     /// Uses a refresh token exactly once. Reuse of a used token revokes its whole family.
-    pub async fn use_token(&self, token_hash: &str, now: i64) -> Result<RefreshUse, StorageError> {
-        let taken = self
-            .0
+    pub async fn use_token(tx: &mut Tx, token_hash: &str, now: i64) -> Result<RefreshUse, StorageError> {
+        let taken = tx
             .query_opt(
                 "UPDATE refresh_tokens SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL \
                  AND revoked_at IS NULL AND expires_at > $2 RETURNING family_id, user_id",
@@ -315,34 +304,33 @@ impl RefreshTokens<'_> {
         if let Some(row) = taken {
             return Ok(RefreshUse::Rotated { family_id: row.get_string(0)?, user_id: row.get_string(1)? });
         }
-        let existing = self
-            .0
+        let existing = tx
             .query_opt("SELECT family_id, used_at FROM refresh_tokens WHERE token_hash = $1", &params![token_hash])
             .await?;
         match existing {
             Some(row) if row.get_opt_i64(1)?.is_some() => {
-                self.revoke_family(row.get_str(0)?, now).await?;
-                Ok(RefreshUse::Reused)
+                let family_id = row.get_string(0)?;
+                Self::revoke_family(tx, &family_id, now).await?;
+                Ok(RefreshUse::Reused { family_id })
             }
             _ => Ok(RefreshUse::Invalid),
         }
     }
 
-    pub async fn revoke_family(&self, family_id: &str, now: i64) -> Result<u64, StorageError> {
-        self.0
-            .execute(
-                "UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL",
-                &params![family_id, now],
-            )
-            .await
+    pub async fn revoke_family(tx: &mut Tx, family_id: &str, now: i64) -> Result<u64, StorageError> {
+        tx.execute(
+            "UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL",
+            &params![family_id, now],
+        )
+        .await
     }
 
-    /// The family of a token, if the token exists.
-    pub async fn family_of(&self, token_hash: &str) -> Result<Option<String>, StorageError> {
+    /// (family, user id) of a token, if the token exists.
+    pub async fn family_of(&self, token_hash: &str) -> Result<Option<(String, String)>, StorageError> {
         self.0
-            .query_opt("SELECT family_id FROM refresh_tokens WHERE token_hash = $1", &params![token_hash])
+            .query_opt("SELECT family_id, user_id FROM refresh_tokens WHERE token_hash = $1", &params![token_hash])
             .await?
-            .map(|r| r.get_string(0))
+            .map(|r| Ok((r.get_string(0)?, r.get_string(1)?)))
             .transpose()
     }
 
@@ -360,13 +348,12 @@ impl RefreshTokens<'_> {
     }
 
     /// Revokes every refresh token of a user (password change, disable, delete).
-    pub async fn revoke_user(&self, user_id: &str, now: i64) -> Result<u64, StorageError> {
-        self.0
-            .execute(
-                "UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
-                &params![user_id, now],
-            )
-            .await
+    pub async fn revoke_user(tx: &mut Tx, user_id: &str, now: i64) -> Result<u64, StorageError> {
+        tx.execute(
+            "UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
+            &params![user_id, now],
+        )
+        .await
     }
 }
 
@@ -374,13 +361,12 @@ impl RefreshTokens<'_> {
 pub struct Revocations<'a>(pub &'a Db);
 
 impl Revocations<'_> {
-    pub async fn insert(&self, jti: &str, expires_at: i64, now: i64) -> Result<(), StorageError> {
-        self.0
-            .execute(
-                "INSERT INTO revoked_tokens (jti, expires_at, revoked_at) VALUES ($1, $2, $3) ON CONFLICT (jti) DO NOTHING",
-                &params![jti, expires_at, now],
-            )
-            .await?;
+    pub async fn insert(tx: &mut Tx, jti: &str, expires_at: i64, now: i64) -> Result<(), StorageError> {
+        tx.execute(
+            "INSERT INTO revoked_tokens (jti, expires_at, revoked_at) VALUES ($1, $2, $3) ON CONFLICT (jti) DO NOTHING",
+            &params![jti, expires_at, now],
+        )
+        .await?;
         Ok(())
     }
 
@@ -418,14 +404,16 @@ mod tests {
         let migrations = crate::embedded::migrations(crate::kernel::service::ServiceName::Auth).expect("migrations");
         db.migrate(&migrations).await.expect("migrate");
         let users = Users(&db);
+        let mut tx = db.begin().await.expect("begin");
         for u in [
             user("a", vec![Role::Council], false),
             user("b", vec![Role::Admin, Role::Council], false),
             user("c", vec![Role::Council], true),
             user("d", vec![Role::Steward], false),
         ] {
-            assert!(users.insert(&u, false).await.expect("insert"));
+            assert!(Users::insert(&mut tx, &u, false).await.expect("insert"));
         }
+        tx.commit().await.expect("commit");
         assert_eq!(users.count_with_role("council").await.expect("count"), 2);
         assert_eq!(users.count_with_role("steward").await.expect("count"), 1);
         assert_eq!(users.count_with_role("auditor").await.expect("count"), 0);

@@ -7,10 +7,11 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::AuthCore;
 use super::secrets;
 use super::store::{Clients, RefreshTokens, RefreshUse, Users};
+use super::{ANONYMOUS, AuthCore, audit};
 use crate::kernel::auth::{Claims, Role, now_secs};
+use crate::kernel::storage::Tx;
 
 /// An error of the token, revocation and introspection endpoints, in RFC 6749 §5.2's shape
 /// (`{"error": "invalid_grant", "error_description": "…"}`), which OAuth clients expect.
@@ -134,11 +135,11 @@ impl AuthCore {
         }
     }
 
-    async fn new_refresh(&self, family_id: &str, user_id: &str) -> Result<String, OAuthError> {
+    /// Stores a new refresh token of `family_id` inside `tx`; returns the token.
+    async fn new_refresh(&self, tx: &mut Tx, family_id: &str, user_id: &str, now: i64) -> Result<String, OAuthError> {
         let token = secrets::random_token();
-        let now = now_secs() as i64;
         let expires = now + self.settings.refresh_token_ttl_secs as i64;
-        RefreshTokens(&self.db).insert(&secrets::digest(&token), family_id, user_id, expires, now).await?;
+        RefreshTokens::insert(tx, &secrets::digest(&token), family_id, user_id, expires, now).await?;
         Ok(token)
     }
 
@@ -151,13 +152,12 @@ impl AuthCore {
         if username.len() > 256 || password.len() > 1024 {
             return Err(OAuthError::invalid_grant(BAD));
         }
-        let users = Users(&self.db);
-        let user = users.by_name(username).await?;
+        let user = Users(&self.db).by_name(username).await?;
         let now = now_secs() as i64;
         if let Some(u) = &user
             && u.locked_until > now
         {
-            self.count_login("locked");
+            self.login_failed(&u.id, "locked").await?;
             return Err(OAuthError::invalid_grant(format!(
                 "account is locked after repeated failed logins; try again in {} s or ask an admin to unlock it",
                 u.locked_until - now
@@ -166,35 +166,60 @@ impl AuthCore {
         let ok = secrets::verify_password(password.to_string(), user.as_ref().map(|u| u.password_hash.clone())).await;
         let user = match user {
             Some(u) if ok => u,
-            other => {
-                if let Some(u) = other {
-                    let threshold = self.settings.lockout_threshold as i64;
-                    let locked = users.record_failure(&u.id, threshold, self.settings.lockout_secs as i64, now).await?;
-                    if locked > 0 {
-                        tracing::warn!(user = %u.username, "account locked after {threshold} failed logins");
-                        self.count_login("lockout");
-                        return Err(OAuthError::invalid_grant(format!(
-                            "{BAD}; the account is now locked for {} s",
-                            self.settings.lockout_secs
-                        )));
-                    }
+            Some(u) => {
+                let threshold = self.settings.lockout_threshold as i64;
+                let lock_secs = self.settings.lockout_secs as i64;
+                let subject = format!("user:{}", u.id);
+                let mut tx = self.db.begin().await?;
+                let locked = Users::record_failure(&mut tx, &u.id, threshold, lock_secs, now).await?;
+                let data = serde_json::json!({ "grant": "password", "reason": "wrong password" });
+                audit(&mut tx, "auth.login.failure", &subject, ANONYMOUS, data).await?;
+                if locked > 0 {
+                    let data = serde_json::json!({ "failures": threshold, "locked_until": locked });
+                    audit(&mut tx, "auth.login.lockout", &subject, "system", data).await?;
                 }
+                tx.commit().await?;
+                if locked > 0 {
+                    tracing::warn!(user = %u.username, "account locked after {threshold} failed logins");
+                    self.count_login("lockout");
+                    return Err(OAuthError::invalid_grant(format!(
+                        "{BAD}; the account is now locked for {lock_secs} s"
+                    )));
+                }
+                self.count_login("failure");
+                return Err(OAuthError::invalid_grant(BAD));
+            }
+            None => {
+                let data = serde_json::json!({ "grant": "password", "reason": "unknown username" });
+                self.audit_alone("auth.login.failure", &format!("username:{username}"), ANONYMOUS, data).await?;
                 self.count_login("failure");
                 return Err(OAuthError::invalid_grant(BAD));
             }
         };
         if user.disabled {
-            self.count_login("disabled");
+            self.login_failed(&user.id, "disabled").await?;
             return Err(OAuthError::invalid_grant("account is disabled"));
         }
-        users.record_success(&user.id).await?;
         let (access, _) =
             self.issue_access(&Subject { sub: &user.id, name: &user.username, roles: &user.roles, client_id: None })?;
         let family = uuid::Uuid::new_v4().to_string();
-        let refresh = self.new_refresh(&family, &user.id).await?;
+        let mut tx = self.db.begin().await?;
+        Users::record_success(&mut tx, &user.id).await?;
+        let refresh = self.new_refresh(&mut tx, &family, &user.id, now).await?;
+        let data = serde_json::json!({ "grant": "password", "refresh_family": family });
+        audit(&mut tx, "auth.login.success", &format!("user:{}", user.id), &user.id, data).await?;
+        tx.commit().await?;
         self.count_login("success");
         self.tokens_issued.with_label_values(&["password"]).inc();
         Ok(self.response(access, Some(refresh), &user.roles))
+    }
+
+    /// Records a refused password login of an existing account that changes nothing else.
+    async fn login_failed(&self, user_id: &str, reason: &'static str) -> Result<(), OAuthError> {
+        let data = serde_json::json!({ "grant": "password", "reason": reason });
+        self.audit_alone("auth.login.failure", &format!("user:{user_id}"), ANONYMOUS, data).await?;
+        self.count_login(reason);
+        Ok(())
     }
 
     /// `grant_type=client_credentials` (no refresh token, RFC 6749 §4.4.3).
@@ -203,20 +228,29 @@ impl AuthCore {
         if client_id.is_empty() || secret.is_empty() || client_id.len() > 256 || secret.len() > 1024 {
             return Err(OAuthError::invalid_client(BAD));
         }
+        let subject = format!("client:{client_id}");
         let client = Clients(&self.db).by_id(client_id).await?;
         let presented = secrets::digest(secret);
-        let Some(client) = client.filter(|c| secrets::digests_equal(&c.secret_hash, &presented)) else {
-            return Err(OAuthError::invalid_client(BAD));
+        let refused = match &client {
+            None => Some(("unknown client", BAD)),
+            Some(c) if !secrets::digests_equal(&c.secret_hash, &presented) => Some(("wrong secret", BAD)),
+            Some(c) if c.disabled => Some(("disabled", "client is disabled")),
+            Some(_) => None,
         };
-        if client.disabled {
-            return Err(OAuthError::invalid_client("client is disabled"));
-        }
+        let (Some(client), None) = (client, refused) else {
+            let (reason, message) = refused.unwrap_or(("unknown client", BAD));
+            let data = serde_json::json!({ "grant": "client_credentials", "reason": reason });
+            self.audit_alone("auth.login.failure", &subject, ANONYMOUS, data).await?;
+            return Err(OAuthError::invalid_client(message));
+        };
         let (access, _) = self.issue_access(&Subject {
             sub: &client.id,
             name: &client.name,
             roles: &client.roles,
             client_id: Some(&client.id),
         })?;
+        let data = serde_json::json!({ "grant": "client_credentials" });
+        self.audit_alone("auth.login.success", &subject, &client.id, data).await?;
         self.tokens_issued.with_label_values(&["client_credentials"]).inc();
         Ok(self.response(access, None, &client.roles))
     }
@@ -227,10 +261,14 @@ impl AuthCore {
             return Err(OAuthError::invalid_request("refresh_token is required"));
         }
         let now = now_secs() as i64;
-        let (family_id, user_id) = match RefreshTokens(&self.db).use_token(&secrets::digest(refresh_token), now).await?
+        let mut tx = self.db.begin().await?;
+        let (family_id, user_id) = match RefreshTokens::use_token(&mut tx, &secrets::digest(refresh_token), now).await?
         {
             RefreshUse::Rotated { family_id, user_id } => (family_id, user_id),
-            RefreshUse::Reused => {
+            RefreshUse::Reused { family_id } => {
+                let subject = format!("refresh_family:{family_id}");
+                audit(&mut tx, "auth.token.refresh_reused", &subject, ANONYMOUS, serde_json::json!({})).await?;
+                tx.commit().await?;
                 tracing::warn!("refresh token reused; its family has been revoked");
                 return Err(OAuthError::invalid_grant(
                     "refresh token was already used; every token of this login has been revoked",
@@ -242,12 +280,18 @@ impl AuthCore {
         };
         let user = Users(&self.db).by_id(&user_id).await?;
         let Some(user) = user.filter(|u| !u.disabled && u.locked_until <= now) else {
-            RefreshTokens(&self.db).revoke_family(&family_id, now).await?;
+            RefreshTokens::revoke_family(&mut tx, &family_id, now).await?;
+            let data = serde_json::json!({ "reason": "account disabled, locked or deleted" });
+            audit(&mut tx, "auth.token.revoked", &format!("refresh_family:{family_id}"), "system", data).await?;
+            tx.commit().await?;
             return Err(OAuthError::invalid_grant("the account is disabled, locked or gone"));
         };
         let (access, _) =
             self.issue_access(&Subject { sub: &user.id, name: &user.username, roles: &user.roles, client_id: None })?;
-        let refresh = self.new_refresh(&family_id, &user.id).await?;
+        let refresh = self.new_refresh(&mut tx, &family_id, &user.id, now).await?;
+        let data = serde_json::json!({ "refresh_family": family_id });
+        audit(&mut tx, "auth.token.refreshed", &format!("user:{}", user.id), &user.id, data).await?;
+        tx.commit().await?;
         self.tokens_issued.with_label_values(&["refresh_token"]).inc();
         Ok(self.response(access, Some(refresh), &user.roles))
     }

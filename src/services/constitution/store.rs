@@ -1,10 +1,10 @@
 //! The constitution service's storage: versions, amendments and votes. Plain SQL through the
 //! kernel's storage interface; runs on SQLite and PostgreSQL.
 //!
-//! Every state change runs in one transaction and calls [`audit`] inside it, the hook where the
-//! audit outbox (built separately) will write its event in the same transaction.
+//! Every state change runs in one transaction and records its audit event in the outbox inside it
+//! ([`audit`]), so the change and its event are stored together or not at all.
 
-use crate::kernel::audit::{self, AuditEvent};
+use crate::kernel::audit;
 use crate::kernel::constitution::Constitution;
 use crate::kernel::service::ServiceName;
 use crate::kernel::storage::{Db, Row, StorageError, Tx};
@@ -59,8 +59,7 @@ async fn audit(
     actor: &str,
     detail: serde_json::Value,
 ) -> Result<(), StorageError> {
-    let event = AuditEvent::new(ServiceName::Constitution.as_str(), kind, subject, actor, detail);
-    audit::record(tx, &event).await
+    audit::record_new(tx, ServiceName::Constitution, kind, subject, actor, detail).await
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StorageError {
