@@ -533,8 +533,13 @@ async fn logins_and_changes_are_audited_without_secrets() {
         .await
         .expect("reuse");
     assert_eq!(reused.status(), 400);
-    let revoked =
-        app.http.post(app.auth("/api/v1/auth/revoke")).form(&[("token", access.as_str())]).send().await.expect("revoke");
+    let revoked = app
+        .http
+        .post(app.auth("/api/v1/auth/revoke"))
+        .form(&[("token", access.as_str())])
+        .send()
+        .await
+        .expect("revoke");
     assert_eq!(revoked.status(), 200);
     for _ in 0..2 {
         assert_eq!(app.login("alice", "wrong-password!").await.status(), 400);
@@ -631,7 +636,8 @@ async fn logins_and_changes_are_audited_without_secrets() {
     }
     let text = serde_json::to_string(&seen).expect("json");
     let machine_access = machine_token["access_token"].as_str().expect("token");
-    for secret in [ADMIN_PASSWORD, "alice-password-1", "alice-password-2", "wrong-password!", &secret, &access, &refresh]
+    for secret in
+        [ADMIN_PASSWORD, "alice-password-1", "alice-password-2", "wrong-password!", &secret, &access, &refresh]
     {
         assert!(!text.contains(secret), "the log contains a secret: {secret}");
     }

@@ -1,131 +1,14 @@
 //! The real `acgs` binary as an operator runs it: `up` on a fresh data dir, health within 2 s,
 //! SIGTERM, restart keeping state, `serve` of one service, and one-line errors with exit code 2.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
+use common::process::{BIN, acgs, client, fresh_database_url, serial, start, storage_env, token};
 use serde_json::{Value, json};
-
-const BIN: &str = env!("CARGO_BIN_EXE_acgs");
-
-/// The tests here start whole `acgs` processes and some time them; running them one at a time
-/// keeps a 2-core machine from measuring its own contention.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-const PASSWORD: &str = "operator-password-1";
-
-fn acgs(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(BIN);
-    command.args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    command.output().expect("acgs runs")
-}
-
-/// A running `acgs` process and the addresses it announced.
-struct Process {
-    child: Child,
-    addrs: Vec<(String, SocketAddr)>,
-    lines: mpsc::Receiver<String>,
-}
-
-/// Starts `acgs ARGS` with every port 0 and waits until it has announced `expect` listeners.
-fn start(args: &[&str], data_dir: &std::path::Path, extra_env: &[(&str, &str)], expect: usize) -> (Process, Instant) {
-    let mut command = Command::new(BIN);
-    command.args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
-    command.env("ACGS_DATA_DIR", data_dir).env("ACGS_ADMIN_PASSWORD", PASSWORD);
-    for service in ["AUTH", "CONSTITUTION", "INTEGRITY", "VERIFICATION", "SIMULATION", "CONSENSUS", "EVOLUTION"] {
-        command.env(format!("ACGS_{service}_PORT"), "0");
-    }
-    for (k, v) in extra_env {
-        command.env(k, v);
-    }
-    let started = Instant::now();
-    let mut child = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn acgs");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut addrs = Vec::new();
-    while addrs.len() < expect {
-        let line = rx.recv_timeout(Duration::from_secs(30)).expect("acgs announces its listeners");
-        if let Some((name, rest)) = line.strip_prefix("acgs: ").and_then(|l| l.split_once(" listening on http://")) {
-            addrs.push((name.trim().to_string(), rest.parse().expect("address")));
-        }
-    }
-    (Process { child, addrs, lines: rx }, started)
-}
-
-impl Process {
-    fn url(&self, service: &str, path: &str) -> String {
-        let addr = self.addrs.iter().find(|(n, _)| n == service).expect("service announced").1;
-        format!("http://{addr}{path}")
-    }
-
-    /// Sends SIGTERM and waits for the exit status, returning how long it took.
-    fn terminate(&mut self) -> (std::process::ExitStatus, Duration) {
-        let t = Instant::now();
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return (status, t.elapsed());
-            }
-            assert!(t.elapsed() < Duration::from_secs(10), "acgs did not exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A fresh PostgreSQL database when the suite runs against PostgreSQL (`ACGS_TEST_DATABASE_URL`).
-fn fresh_database_url() -> Option<String> {
-    let base = std::env::var("ACGS_TEST_DATABASE_URL").ok().filter(|s| !s.is_empty())?;
-    let rt = tokio::runtime::Runtime::new().expect("rt");
-    Some(rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls).await.expect("connect");
-        tokio::spawn(conn);
-        let name = format!("acgs_test_{}", uuid::Uuid::new_v4().simple());
-        client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create");
-        format!("{}/{name}", base.rsplit_once('/').expect("path").0)
-    }))
-}
-
-/// The storage environment for a process: PostgreSQL when testing against it, else nothing.
-fn storage_env(url: &Option<String>) -> Vec<(&'static str, &str)> {
-    url.as_deref().map(|u| vec![("ACGS_DATABASE_URL", u)]).unwrap_or_default()
-}
-
-fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::new()
-}
-
-fn token(p: &Process) -> String {
-    let body: Value = client()
-        .post(p.url("auth", "/api/v1/auth/token"))
-        .form(&[("grant_type", "password"), ("username", "admin"), ("password", PASSWORD)])
-        .send()
-        .expect("token")
-        .json()
-        .expect("json");
-    body["access_token"].as_str().expect("access token").to_string()
-}
 
 #[test]
 fn up_serves_all_seven_quickly_stops_on_sigterm_and_keeps_state() {

@@ -11,6 +11,7 @@ use acgs::kernel::service::ServiceName;
 use acgs::server::{self, Stack};
 use serde_json::Value;
 
+pub mod process;
 pub mod rfc9162;
 
 pub const ADMIN_PASSWORD: &str = "correct-horse-battery-staple";
