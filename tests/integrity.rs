@@ -339,3 +339,68 @@ async fn the_key_survives_a_restart_and_the_log_keeps_growing() {
         assert_eq!(mode & 0o777, 0o600);
     }
 }
+
+#[tokio::test]
+async fn submitted_checkpoints_are_checked_and_forgeries_refused() {
+    use acgs::services::integrity::note::{Checkpoint, NoteSigner};
+    let app = start().await;
+    let key = verifier(&app).await;
+    let admin = app.admin_token().await;
+    assert_eq!(post(&app, Some(&admin), &json!({ "events": [event(0, "s")] })).await.status(), 200);
+    let (old, _) = settled(&app, &key).await;
+    assert_eq!(post(&app, Some(&admin), &json!({ "events": [event(1, "s"), event(2, "s")] })).await.status(), 200);
+    let (_, entries) = settled(&app, &key).await;
+    let leaves: Vec<rfc::H> =
+        entries.iter().map(|e| rfc::leaf(&B64.decode(e["leaf"].as_str().expect("leaf")).expect("b64"))).collect();
+    let submit = |body: String| {
+        let url = log(&app, "/checkpoint/verify");
+        let http = app.http.clone();
+        async move { http.post(url).header("content-type", "text/plain").body(body).send().await.expect("POST") }
+    };
+
+    // An old checkpoint of this log: valid, with the consistency proof to the current head.
+    let response = submit(old.clone()).await;
+    assert_eq!(response.status(), 200);
+    let check: Value = response.json().await.expect("json");
+    let old_cp = note::verify_checkpoint(&old, &key, Some(ORIGIN)).expect("verifies");
+    assert_eq!(check["size"], old_cp.size);
+    assert_eq!(check["current_size"], entries.len() as u64);
+    assert_eq!(h(&check["current_root"]), rfc::mth(&leaves));
+    assert!(rfc::verify_consistency(
+        old_cp.size,
+        entries.len() as u64,
+        &old_cp.root,
+        &rfc::mth(&leaves),
+        &hashes(&check["consistency"])
+    ));
+
+    // Forgeries and garbage: 4xx, each with a reason.
+    let mut flipped_root = old.clone().into_bytes();
+    let root_at = old.find('\n').expect("line") + 1 + old_cp.size.to_string().len() + 1;
+    flipped_root[root_at] = if flipped_root[root_at] == b'A' { b'B' } else { b'A' };
+    let stranger = NoteSigner::new(ORIGIN, ed25519_dalek::SigningKey::from_bytes(&[7; 32])).expect("signer");
+    let by_stranger = stranger.sign_checkpoint(&Checkpoint::new(ORIGIN, old_cp.size, old_cp.root)).expect("sign");
+    // With the log's own key (read from its data dir): a root this log never had, a size it
+    // does not have, another origin.
+    let key_text = std::fs::read_to_string(app.dir.path().join("integrity-note.key")).expect("key file");
+    let own = NoteSigner::from_private_key(key_text.trim()).expect("own key");
+    let wrong_root = own.sign_checkpoint(&Checkpoint::new(ORIGIN, old_cp.size, [9; 32])).expect("sign");
+    let too_big = own.sign_checkpoint(&Checkpoint::new(ORIGIN, 1_000_000, [9; 32])).expect("sign");
+    let cases: Vec<(String, u16, &str)> = vec![
+        (String::from_utf8(flipped_root).expect("utf8"), 422, "did not sign"),
+        (by_stranger, 422, "did not sign"),
+        ("not a note at all".into(), 400, "malformed"),
+        (String::new(), 400, "malformed"),
+        ("x".repeat(20_000), 400, "at most"),
+        (wrong_root, 409, "this log's is"),
+        (too_big, 400, "entries"),
+    ];
+    for (body, status, needle) in cases {
+        let response = submit(body.clone()).await;
+        let code = response.status().as_u16();
+        let text = response.text().await.expect("text");
+        assert_eq!(code, status, "{body:.60}: {text}");
+        assert!(text.contains(needle), "{body:.60}: {text} does not say {needle:?}");
+    }
+    assert_eq!(all_entries(&app).await.len(), entries.len(), "checking checkpoints stores nothing");
+}

@@ -218,6 +218,14 @@ impl IntegrityCore {
         &self.log
     }
 
+    pub(crate) fn verifier(&self) -> crate::services::integrity::note::NoteVerifier {
+        self.signer.verifier()
+    }
+
+    pub(crate) fn origin(&self) -> &str {
+        &self.origin
+    }
+
     pub(crate) fn verifier_key(&self) -> String {
         self.signer.verifier_key()
     }

@@ -10,6 +10,12 @@
 //! `from > to`, a `limit` outside 1..=1000) is 400, because the collection exists and the request
 //! asks for something the log's current size cannot answer. `from` equal to the size is an empty
 //! page (200), so a follower can poll the next index.
+//!
+//! `POST /api/v1/log/checkpoint/verify` takes a checkpoint someone holds (an auditor's last one,
+//! a witness's copy) and answers whether this log signed it and still agrees with it, with the
+//! consistency proof to the current head. A note that does not verify with the log's key is 422;
+//! one that verifies but names another tree than this log's is 409 and logged as an alarm: the
+//! log was rewritten or its key used elsewhere.
 
 use std::sync::Arc;
 
@@ -17,7 +23,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
@@ -37,6 +43,7 @@ const DEFAULT_LIMIT: u64 = 100;
 pub fn router(core: Arc<IntegrityCore>) -> Router {
     Router::new()
         .route("/api/v1/log/checkpoint", get(checkpoint))
+        .route("/api/v1/log/checkpoint/verify", post(verify_checkpoint))
         .route("/api/v1/log/public-key", get(public_key))
         .route("/api/v1/log/entries", get(list_entries).post(append))
         .route("/api/v1/log/entries/{index}", get(get_entry))
@@ -48,8 +55,8 @@ pub fn router(core: Arc<IntegrityCore>) -> Router {
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(checkpoint, public_key, list_entries, append, get_entry, inclusion, consistency, search),
-    components(schemas(EntryView, EntryPage, InclusionProof, ConsistencyProof, AppendRequest, AppendResponse,
+    paths(checkpoint, verify_checkpoint, public_key, list_entries, append, get_entry, inclusion, consistency, search),
+    components(schemas(CheckpointCheck, EntryView, EntryPage, InclusionProof, ConsistencyProof, AppendRequest, AppendResponse,
         AppendedView)),
     modifiers(&BearerAuth)
 )]
@@ -100,6 +107,86 @@ fn check_limit(limit: Option<u64>) -> Result<usize, ApiError> {
     responses((status = 200, description = "The signed note", content_type = "text/plain")))]
 async fn checkpoint(State(core): Core) -> Response {
     text(core.checkpoint().note.clone())
+}
+
+/// The longest checkpoint note accepted for verification.
+const MAX_NOTE: usize = 16 * 1024;
+
+/// What this log says about a checkpoint it signed.
+#[derive(Debug, Serialize, ToSchema)]
+struct CheckpointCheck {
+    /// The checkpoint's own tree.
+    origin: String,
+    size: u64,
+    /// Base64 root hash.
+    root: String,
+    /// This log's tree now.
+    current_size: u64,
+    current_root: String,
+    /// The consistency proof from `size` to `current_size` (base64, RFC 9162 §2.1.4 order).
+    consistency: Vec<String>,
+}
+
+/// Checks a checkpoint (the signed note's text, as `text/plain`): signed by this log's key, for
+/// this origin, of a tree this log really has. Answers the consistency proof to the current head.
+#[utoipa::path(post, path = "/api/v1/log/checkpoint/verify", tag = "log",
+    request_body(content = String, content_type = "text/plain", description = "The signed note"),
+    responses((status = 200, body = CheckpointCheck),
+        (status = 400, description = "Not a checkpoint note, or a size beyond the log"),
+        (status = 409, description = "Signed by this log's key but not this log's tree: an alarm"),
+        (status = 422, description = "The signature does not verify with this log's key, or another origin")))]
+async fn verify_checkpoint(State(core): Core, body: axum::body::Bytes) -> Result<Json<CheckpointCheck>, ApiError> {
+    use super::note::{self, NoteError};
+    if body.len() > MAX_NOTE {
+        return Err(ApiError::bad_request(format!("a checkpoint note is at most {MAX_NOTE} bytes")));
+    }
+    let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("the note is not UTF-8"))?;
+    let cp = match note::verify_checkpoint(text, &core.verifier(), None) {
+        Ok(cp) => cp,
+        Err(e @ (NoteError::MalformedNote(_) | NoteError::MalformedCheckpoint(_))) => {
+            return Err(ApiError::bad_request(e.to_string()));
+        }
+        Err(e) => {
+            return Err(ApiError::validation(format!("this log did not sign that checkpoint: {e}")));
+        }
+    };
+    if cp.origin != core.origin() {
+        return Err(ApiError::validation(format!(
+            "the checkpoint is for origin {:?}, this log is {:?}",
+            cp.origin,
+            core.origin()
+        )));
+    }
+    let size = cp.size;
+    let (current_size, current_root, root_then, proof) = read(core, move |c| {
+        let (current_size, current_root) = c.log().head()?;
+        let root_then = c.log().root(size)?;
+        let proof = c.log().consistency_proof(size, current_size)?;
+        Ok((current_size, current_root, root_then, proof))
+    })
+    .await
+    .map_err(log_error)?;
+    if root_then != cp.root {
+        tracing::error!(
+            size,
+            signed_root = %b64(&cp.root),
+            log_root = %b64(&root_then),
+            "a checkpoint signed with this log's key names another tree: the log was rewritten or the key leaked"
+        );
+        return Err(ApiError::conflict(format!(
+            "the checkpoint is signed with this log's key but its root for {size} entries is {}, while this log's is {}",
+            b64(&cp.root),
+            b64(&root_then)
+        )));
+    }
+    Ok(Json(CheckpointCheck {
+        origin: cp.origin,
+        size,
+        root: b64(&cp.root),
+        current_size,
+        current_root: b64(&current_root),
+        consistency: proof.iter().map(|h| b64(h)).collect(),
+    }))
 }
 
 /// The note verifier key checkpoints verify with (`<name>+<hex id>+<base64 key>`).
