@@ -261,6 +261,10 @@ async fn malformed_amendments_are_refused_and_nothing_changes() {
         genesis.principles.iter().map(|p| json!({ "op": "remove_principle", "id": p.id })).collect();
     let mut empty_policy = new_principle("empty-policy");
     empty_policy["invariants"][0]["policy"] = json!("   ");
+    let mut bad_cedar = new_principle("bad-cedar");
+    bad_cedar["invariants"][0]["policy"] = json!("permit(principal, action resource);");
+    let mut forbid = new_principle("forbid-invariant");
+    forbid["invariants"][0]["policy"] = json!("forbid(principal, action, resource);");
     let body = |changes: Value| json!({ "title": "t", "rationale": "r", "changes": changes });
     let cases = [
         ("unknown op", body(json!([{ "op": "abolish_everything" }])), 422),
@@ -270,6 +274,8 @@ async fn malformed_amendments_are_refused_and_nothing_changes() {
         ("unknown field in the body", json!({ "title": "t", "rationale": "r", "changes": [], "extra": 1 }), 422),
         ("no changes", body(json!([])), 422),
         ("empty invariant policy", body(json!([{ "op": "add_principle", "principle": empty_policy }])), 422),
+        ("invariant that is not Cedar", body(json!([{ "op": "add_principle", "principle": bad_cedar }])), 422),
+        ("invariant written as forbid", body(json!([{ "op": "add_principle", "principle": forbid }])), 422),
         ("removing a missing principle", body(json!([{ "op": "remove_principle", "id": "nope" }])), 422),
         (
             "invalid voting rules",

@@ -153,6 +153,14 @@ impl Constitution {
                 if inv.policy.trim().is_empty() {
                     return Err(format!("invariant {:?} has an empty policy", inv.id));
                 }
+                let policy = crate::kernel::policy::parse_policy(&inv.id, &inv.policy)
+                    .map_err(|e| format!("invariant {:?}: {e}", inv.id))?;
+                if policy.effect() != cedar_policy::Effect::Permit {
+                    return Err(format!(
+                        "invariant {:?} must be written as permit(…): it describes the requests it is about",
+                        inv.id
+                    ));
+                }
             }
         }
         Ok(())

@@ -1,5 +1,5 @@
 //! What every service shares: HTTP application and errors, token verification, the
-//! constitutional hash, storage, the bus, metrics, shutdown. Nothing here knows any one service.
+//! constitutional hash, Cedar policy parsing and validation, storage, the bus, metrics, shutdown. Nothing here knows any one service.
 
 pub mod audit;
 pub mod auth;
@@ -8,6 +8,7 @@ pub mod constitution;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod policy;
 pub mod service;
 pub mod shutdown;
 pub mod storage;

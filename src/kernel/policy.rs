@@ -1,0 +1,223 @@
+//! Cedar policy sets as every service handles them: the embedded governance schema, parsing of
+//! policy text with the parser's message and position, policy ids taken from `@id("…")`
+//! annotations, and strict validation against a schema.
+//!
+//! Errors here are the caller's (they wrote the Cedar): each names where, as `line:column` in the
+//! text given, so an HTTP layer can answer 4xx with it.
+
+use std::str::FromStr;
+use std::sync::OnceLock;
+
+use cedar_policy::{Policy, PolicyId, PolicySet, Schema, ValidationMode, Validator};
+use miette::Diagnostic;
+
+/// Path of the governance schema inside `embedded/`.
+pub const SCHEMA_PATH: &str = "policies/schema.cedarschema";
+/// The longest policy text or schema accepted, in bytes.
+pub const MAX_TEXT: usize = 1024 * 1024;
+
+/// One problem in a text, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    pub message: String,
+    /// 1-based line and column in the text given, when the parser or validator knows them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<usize>,
+    /// The policy the problem is in, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let (Some(line), Some(column)) = (self.line, self.column) {
+            write!(f, "{line}:{column}: ")?;
+        }
+        if let Some(policy) = &self.policy {
+            write!(f, "policy {policy}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Why a policy text or schema was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("{what} is {len} bytes; at most {MAX_TEXT} are accepted")]
+    TooLarge { what: &'static str, len: usize },
+    #[error("Cedar syntax: {}", join(.0))]
+    Syntax(Vec<Problem>),
+    #[error("schema: {}", join(.0))]
+    Schema(Vec<Problem>),
+    #[error("two policies have the id {0:?}")]
+    DuplicateId(String),
+    #[error("strict validation against the schema failed: {}", join(.0))]
+    Invalid(Vec<Problem>),
+}
+
+impl PolicyError {
+    /// The problems, for a structured answer.
+    pub fn problems(&self) -> Vec<Problem> {
+        match self {
+            PolicyError::Syntax(p) | PolicyError::Schema(p) | PolicyError::Invalid(p) => p.clone(),
+            other => vec![Problem { message: other.to_string(), line: None, column: None, policy: None }],
+        }
+    }
+}
+
+fn join(problems: &[Problem]) -> String {
+    problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+/// 1-based (line, column) of a byte offset in `text`.
+fn position(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// A problem from a miette diagnostic over `text`: its message (and help), at its first label.
+fn problem(d: &dyn Diagnostic, text: &str, policy: Option<String>) -> Problem {
+    let mut message = d.to_string();
+    if let Some(help) = d.help() {
+        message = format!("{message} ({help})");
+    }
+    let at = d.labels().and_then(|mut labels| labels.next()).map(|l| position(text, l.offset()));
+    Problem { message, line: at.map(|p| p.0), column: at.map(|p| p.1), policy }
+}
+
+fn check_len(what: &'static str, text: &str) -> Result<(), PolicyError> {
+    if text.len() > MAX_TEXT {
+        return Err(PolicyError::TooLarge { what, len: text.len() });
+    }
+    Ok(())
+}
+
+/// Parses a schema in Cedar's schema syntax.
+pub fn parse_schema(text: &str) -> Result<Schema, PolicyError> {
+    check_len("the schema", text)?;
+    match Schema::from_cedarschema_str(text) {
+        Ok((schema, _warnings)) => Ok(schema),
+        Err(e) => Err(PolicyError::Schema(vec![problem(&e, text, None)])),
+    }
+}
+
+/// The embedded governance schema's text.
+pub fn governance_schema_text() -> &'static str {
+    crate::embedded::EMBEDDED
+        .get_file(SCHEMA_PATH)
+        .and_then(|f| f.contents_utf8())
+        .expect("embedded/policies/schema.cedarschema is compiled in")
+}
+
+/// The embedded governance schema, parsed once.
+pub fn governance_schema() -> &'static Schema {
+    static SCHEMA: OnceLock<Schema> = OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        // A test parses it; a broken embedded schema is a build defect, not a runtime condition.
+        parse_schema(governance_schema_text()).expect("the embedded governance schema parses")
+    })
+}
+
+/// Parses policy text. A policy's id is its `@id("…")` annotation if it has one, else
+/// `policy<N>` by position; two policies with one id are refused.
+pub fn parse_policies(text: &str) -> Result<PolicySet, PolicyError> {
+    check_len("the policy text", text)?;
+    let parsed = PolicySet::from_str(text)
+        .map_err(|e| PolicyError::Syntax(e.iter().map(|d| problem(d, text, None)).collect()))?;
+    let mut out = PolicySet::new();
+    for policy in parsed.policies() {
+        let id = policy.annotation("id").map_or_else(|| policy.id().clone(), PolicyId::new);
+        let renamed = policy.new_id(id.clone());
+        if out.add(renamed).is_err() {
+            return Err(PolicyError::DuplicateId(id.to_string()));
+        }
+    }
+    if let Some(template) = parsed.templates().next() {
+        return Err(PolicyError::Syntax(vec![Problem {
+            message: "templates (policies with ?principal or ?resource slots) are not accepted here".into(),
+            line: None,
+            column: None,
+            policy: Some(template.id().to_string()),
+        }]));
+    }
+    Ok(out)
+}
+
+/// Parses one policy and gives it `id`.
+pub fn parse_policy(id: &str, text: &str) -> Result<Policy, PolicyError> {
+    check_len("the policy", text)?;
+    Policy::parse(Some(PolicyId::new(id)), text)
+        .map_err(|e| PolicyError::Syntax(e.iter().map(|d| problem(d, text, Some(id.to_string()))).collect()))
+}
+
+/// Validates `policies` (parsed from `text`) against `schema` in strict mode.
+pub fn validate(policies: &PolicySet, text: &str, schema: &Schema) -> Result<(), PolicyError> {
+    let result = Validator::new(schema.clone()).validate(policies, ValidationMode::Strict);
+    if result.validation_passed() {
+        return Ok(());
+    }
+    let problems = result.validation_errors().map(|e| problem(e, text, Some(e.policy_id().to_string()))).collect();
+    Err(PolicyError::Invalid(problems))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::constitution::Constitution;
+
+    #[test]
+    fn the_governance_schema_parses() {
+        let _ = governance_schema();
+    }
+
+    #[test]
+    fn every_genesis_invariant_is_strictly_valid_over_the_governance_schema() {
+        let constitution = Constitution::genesis().expect("genesis");
+        let mut n = 0;
+        for principle in &constitution.principles {
+            for invariant in &principle.invariants {
+                let policy = parse_policy(&invariant.id, &invariant.policy).expect("parses");
+                let mut set = PolicySet::new();
+                set.add(policy).expect("add");
+                validate(&set, &invariant.policy, governance_schema())
+                    .unwrap_or_else(|e| panic!("invariant {}: {e}", invariant.id));
+                n += 1;
+            }
+        }
+        assert!(n >= 6, "{n} invariants");
+    }
+
+    #[test]
+    fn syntax_errors_name_line_and_column() {
+        let text = "permit(principal, action, resource);\npermit(principal, action resource);\n";
+        let err = parse_policies(text).expect_err("syntax error");
+        let problems = err.problems();
+        assert_eq!(problems[0].line, Some(2), "{problems:?}");
+        assert!(problems[0].column.is_some());
+    }
+
+    #[test]
+    fn ids_come_from_annotations_and_must_be_unique() {
+        let set =
+            parse_policies("@id(\"a\") permit(principal, action, resource);\nforbid(principal, action, resource);")
+                .expect("parses");
+        let ids: Vec<String> = set.policies().map(|p| p.id().to_string()).collect();
+        assert!(ids.contains(&"a".to_string()), "{ids:?}");
+        let dup = "@id(\"x\") permit(principal, action, resource);\n@id(\"x\") forbid(principal, action, resource);";
+        assert!(matches!(parse_policies(dup), Err(PolicyError::DuplicateId(id)) if id == "x"));
+    }
+
+    #[test]
+    fn strict_validation_names_the_policy_and_position() {
+        let text = "@id(\"bad\")\npermit(principal is Acgs::Agent, action == Acgs::Action::\"read\", resource is Acgs::Tool)\n  when { resource.colour == \"red\" };";
+        let set = parse_policies(text).expect("parses");
+        let err = validate(&set, text, governance_schema()).expect_err("invalid");
+        let problems = err.problems();
+        assert_eq!(problems[0].policy.as_deref(), Some("bad"));
+        assert_eq!(problems[0].line, Some(3), "{problems:?}");
+    }
+}
