@@ -38,6 +38,12 @@ pub enum Command {
     Certs(crate::tools::certs::CertsArgs),
     /// The files bundled in the binary (constitution, migrations, deployment files).
     Embedded(crate::tools::export::EmbeddedArgs),
+    /// Verify an entry of the integrity log against a signed checkpoint, or audit the whole log.
+    ///
+    /// One entry: --key KEY --checkpoint FILE --entry FILE --proof FILE (offline), or
+    /// --log URL --index N. The whole log: --audit URL [--checkpoint OLD], or --audit-dir DIR.
+    /// Exit 0 valid, 1 invalid, 2 bad command line or input file, 3 the log could not be checked.
+    Verify(crate::tools::verify::VerifyArgs),
     /// Print the version and the hash of the embedded genesis constitution.
     Version,
 }

@@ -108,6 +108,7 @@ fn dispatch(command: Command) -> Result<ExitCode, Failure> {
         Command::WaitFor(args) => tool(tools::wait_for::run(args)),
         Command::Certs(args) => tool(tools::certs::run(args)),
         Command::Embedded(args) => tool(tools::export::run(args)),
+        Command::Verify(args) => verify(args),
         Command::Version => {
             let hash = kernel::constitution::Constitution::genesis()
                 .map(|c| c.digest().short)
@@ -122,6 +123,21 @@ fn dispatch(command: Command) -> Result<ExitCode, Failure> {
 fn tool(run: impl std::future::Future<Output = anyhow::Result<()>>) -> Result<ExitCode, Failure> {
     runtime()?.block_on(run)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `acgs verify` has a verdict, so one more exit code: 0 valid, 1 invalid, 2 the caller's mistake,
+/// 3 no verdict (the log could not be asked, or the data dir is in use).
+fn verify(args: tools::verify::VerifyArgs) -> Result<ExitCode, Failure> {
+    use tools::verify::{CannotVerify, Verdict};
+    match runtime()?.block_on(tools::verify::run(args)) {
+        Ok(Verdict::Valid) => Ok(ExitCode::SUCCESS),
+        Ok(Verdict::Invalid) => Ok(ExitCode::FAILURE),
+        Err(CannotVerify::Usage(message)) => Err(Failure::Usage(message)),
+        Err(CannotVerify::Unavailable(message)) => {
+            eprintln!("acgs: cannot verify: {message}");
+            Ok(ExitCode::from(3))
+        }
+    }
 }
 
 fn load_config(args: &ConfigArgs, mut extra: Vec<(&'static str, toml::Value)>) -> Result<Config, Failure> {

@@ -76,7 +76,7 @@ pub async fn check(url: &str, timeout: Duration) -> Result<StatusCode> {
 
 /// reqwest's top-level message ("error sending request for url …") hides the cause
 /// ("Connection refused"); join the whole chain into one line.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts = vec![e.to_string()];
     let mut source = e.source();
     while let Some(s) = source {

@@ -1,5 +1,6 @@
 //! Small operator tools that a minimal (`FROM scratch`) image needs instead of curl, openssl
-//! and friends: `healthcheck`, `wait-for`, `certs` and `embedded export`/`list`.
+//! and friends: `healthcheck`, `wait-for`, `certs` and `embedded export`/`list`; and `verify`, the
+//! integrity log's auditor.
 //!
 //! Each tool exposes a `clap::Args` struct and an async `run` function; `src/cli.rs` wires them
 //! into the one subcommand enum. The parts other code reuses (PKI generation, the TCP wait, the
@@ -9,6 +10,7 @@ pub mod certs;
 pub mod export;
 pub mod healthcheck;
 pub mod migrate;
+pub mod verify;
 pub mod wait_for;
 
 use std::time::Duration;

@@ -270,7 +270,7 @@ mod tests {
                 id: format!("{id}-inv"),
                 kind: InvariantKind::Never,
                 description: "d".into(),
-                policy: "forbid(principal, action, resource);".into(),
+                policy: "permit(principal, action, resource);".into(),
             }],
         }
     }

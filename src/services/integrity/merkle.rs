@@ -261,6 +261,58 @@ pub fn verify_consistency(
     if fr == *from_root && sr == *to_root { Ok(()) } else { Err(VerifyError::RootMismatch) }
 }
 
+/// The Merkle Tree Hash of a log read one leaf at a time, in O(log n) memory: the hashes of the
+/// complete subtrees on the right edge of the tree (a "compact range" from 0). For a verifier
+/// that re-walks a whole log without holding every leaf hash.
+#[derive(Debug, Clone, Default)]
+pub struct RootBuilder {
+    size: u64,
+    /// `edge[l]` is the hash of the complete subtree `(l, (size >> l) - 1)` when bit `l` of `size`
+    /// is set (anything otherwise).
+    edge: Vec<Hash>,
+}
+
+impl RootBuilder {
+    pub fn new() -> RootBuilder {
+        RootBuilder::default()
+    }
+
+    /// The number of leaves pushed.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Adds the next leaf hash.
+    pub fn push(&mut self, leaf: Hash) {
+        let (mut hash, mut level, mut index) = (leaf, 0usize, self.size);
+        while index & 1 == 1 {
+            hash = node_hash(&self.edge[level], &hash);
+            level += 1;
+            index >>= 1;
+        }
+        if level == self.edge.len() {
+            self.edge.push(hash);
+        } else {
+            self.edge[level] = hash;
+        }
+        self.size += 1;
+    }
+
+    /// The Merkle Tree Hash of the leaves pushed so far.
+    pub fn root(&self) -> Hash {
+        let mut root: Option<Hash> = None;
+        for (level, left) in self.edge.iter().enumerate() {
+            if (self.size >> level) & 1 == 1 {
+                root = Some(match root {
+                    None => *left,
+                    Some(right) => node_hash(left, &right),
+                });
+            }
+        }
+        root.unwrap_or_else(empty_root)
+    }
+}
+
 /// Leaf hashes held in memory, as a [`SubtreeSource`]; subtrees are computed on demand (cost
 /// proportional to their size). For tests, small trees and offline tools.
 pub struct LeafHashes<'a>(pub &'a [Hash]);
@@ -463,6 +515,23 @@ mod tests {
                 bad[i][0] ^= 16;
                 assert!(verify_consistency(from, to, &bad, &r1, &r2).is_err());
             }
+        }
+    }
+
+    #[test]
+    fn root_builder_matches_root_for_every_size() {
+        let lh: Vec<Hash> = (0u32..70).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+        let mut b = RootBuilder::new();
+        assert_eq!((b.size(), b.root()), (0, empty_root()));
+        for (n, leaf) in lh.iter().enumerate() {
+            b.push(*leaf);
+            assert_eq!(b.size(), n as u64 + 1);
+            assert_eq!(b.root(), root(&LeafHashes(&lh), n as u64 + 1).unwrap(), "size {}", n + 1);
+        }
+        let mut b = RootBuilder::new();
+        for l in leaves() {
+            b.push(l);
+            assert_eq!(hex::encode(b.root()), ROOTS[b.size() as usize - 1]);
         }
     }
 

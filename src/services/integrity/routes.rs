@@ -207,14 +207,22 @@ struct EntryView {
     leaf: String,
     /// Base64 of SHA-256(0x00 || leaf).
     leaf_hash: String,
-    #[schema(value_type = Object)]
-    event: AuditEvent,
+    /// The event the leaf encodes; `null` when the stored leaf is not an event (a damaged entry:
+    /// it is still served as stored, so that verifiers see the damage).
+    #[schema(value_type = Object, nullable)]
+    event: Option<AuditEvent>,
 }
 
 impl EntryView {
-    fn new(entry: Entry) -> Result<EntryView, ApiError> {
-        let event = entry.event().map_err(|e| ApiError::internal(format!("entry {}: {e}", entry.index)))?;
-        Ok(EntryView { index: entry.index, leaf: b64(&entry.leaf), leaf_hash: b64(&entry.leaf_hash), event })
+    fn new(entry: Entry) -> EntryView {
+        let event = match entry.event() {
+            Ok(event) => Some(event),
+            Err(e) => {
+                tracing::error!(index = entry.index, error = %e, "integrity log entry is not an audit event");
+                None
+            }
+        };
+        EntryView { index: entry.index, leaf: b64(&entry.leaf), leaf_hash: b64(&entry.leaf_hash), event }
     }
 }
 
@@ -223,8 +231,8 @@ struct EntryPage {
     entries: Vec<EntryView>,
 }
 
-fn page(entries: Vec<Entry>) -> Result<Json<EntryPage>, ApiError> {
-    Ok(Json(EntryPage { entries: entries.into_iter().map(EntryView::new).collect::<Result<_, _>>()? }))
+fn page(entries: Vec<Entry>) -> Json<EntryPage> {
+    Json(EntryPage { entries: entries.into_iter().map(EntryView::new).collect() })
 }
 
 /// Entry `index`.
@@ -233,7 +241,7 @@ fn page(entries: Vec<Entry>) -> Result<Json<EntryPage>, ApiError> {
     responses((status = 200, body = EntryView), (status = 404, description = "No such entry")))]
 async fn get_entry(State(core): Core, Path(index): Path<u64>) -> Result<Json<EntryView>, ApiError> {
     match read(core, move |c| c.log().entry(index)).await {
-        Ok(entry) => Ok(Json(EntryView::new(entry)?)),
+        Ok(entry) => Ok(Json(EntryView::new(entry))),
         Err(e @ LogError::IndexOutOfRange { .. }) => Err(ApiError::not_found(e.to_string())),
         Err(e) => Err(log_error(e)),
     }
@@ -254,7 +262,7 @@ struct PageQuery {
 async fn list_entries(State(core): Core, Query(q): Query<PageQuery>) -> Result<Json<EntryPage>, ApiError> {
     let limit = check_limit(q.limit)?;
     let from = q.from.unwrap_or(0);
-    page(read(core, move |c| c.log().entries(from, limit)).await.map_err(log_error)?)
+    Ok(page(read(core, move |c| c.log().entries(from, limit)).await.map_err(log_error)?))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -274,7 +282,7 @@ async fn search(State(core): Core, Query(q): Query<SearchQuery>) -> Result<Json<
     if q.subject.is_empty() {
         return Err(ApiError::bad_request("subject must not be empty"));
     }
-    page(read(core, move |c| c.log().search(&q.subject, limit)).await.map_err(log_error)?)
+    Ok(page(read(core, move |c| c.log().search(&q.subject, limit)).await.map_err(log_error)?))
 }
 
 // ---------------------------------------------------------------------------------------------
