@@ -8,6 +8,7 @@
 //! Ratification inserts the next version in the same transaction and announces it on the bus
 //! (`acgs.constitution.ratified`), which every process's `HashCell` follows.
 
+pub mod client;
 mod model;
 mod routes;
 mod store;
@@ -92,6 +93,11 @@ impl ConstitutionService {
         let active = RwLock::new(Arc::new(active));
         let core = Arc::new(ConstitutionCore { db, bus, auth, active, metrics, closed, version });
         Ok(ConstitutionService { core })
+    }
+
+    /// The in-process client other services in this process use.
+    pub fn client(&self) -> client::ConstitutionClient {
+        client::ConstitutionClient::in_process(self.core.clone())
     }
 
     /// The active constitution.
