@@ -66,7 +66,7 @@ pub struct Config {
     pub integrity: IntegritySettings,
     pub verification: PeerSettings,
     pub simulation: PeerSettings,
-    pub consensus: PeerSettings,
+    pub consensus: ConsensusSettings,
     pub evolution: PeerSettings,
 }
 
@@ -138,6 +138,34 @@ impl Default for IntegritySettings {
     }
 }
 
+/// The consensus service's port, URL, how its decisions are logged, and how often it closes
+/// proposals whose deadline passed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsensusSettings {
+    pub port: u64,
+    pub url: String,
+    /// Which decisions go to the integrity log: `all`, `deny` (denies only) or `sample:R` (a share
+    /// R in (0, 1] of all decisions, denies always included).
+    pub decision_log: String,
+    /// Decisions waiting to be written to the log at most; when full, decisions are denied.
+    pub decision_queue: u64,
+    /// How often the service looks for proposals whose voting deadline has passed.
+    pub close_check_interval_ms: u64,
+}
+
+impl Default for ConsensusSettings {
+    fn default() -> Self {
+        ConsensusSettings {
+            port: u64::from(ServiceName::Consensus.default_port()),
+            url: String::new(),
+            decision_log: "all".into(),
+            decision_queue: 65_536,
+            close_check_interval_ms: 5000,
+        }
+    }
+}
+
 impl Default for ConstitutionSettings {
     fn default() -> Self {
         ConstitutionSettings {
@@ -187,7 +215,7 @@ impl Default for Config {
             integrity: IntegritySettings::default(),
             verification: peer(ServiceName::Verification),
             simulation: peer(ServiceName::Simulation),
-            consensus: peer(ServiceName::Consensus),
+            consensus: ConsensusSettings::default(),
             evolution: peer(ServiceName::Evolution),
         }
     }
@@ -375,6 +403,8 @@ impl Config {
             ("auth.token_cache_entries", self.auth.token_cache_entries),
             ("constitution.close_check_interval_ms", self.constitution.close_check_interval_ms),
             ("integrity.checkpoint_interval_ms", self.integrity.checkpoint_interval_ms),
+            ("consensus.decision_queue", self.consensus.decision_queue),
+            ("consensus.close_check_interval_ms", self.consensus.close_check_interval_ms),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -386,6 +416,9 @@ impl Config {
                 "integrity.origin",
                 "must be non-empty, without white space or `+` (it also names the signing key)".into(),
             ));
+        }
+        if let Err(reason) = crate::services::consensus::LogMode::parse(&self.consensus.decision_log) {
+            return Err(fail("consensus.decision_log", reason));
         }
         if self.auth.issuer.is_empty() || self.auth.audience.is_empty() {
             return Err(fail("auth.issuer", "issuer and audience must not be empty".into()));

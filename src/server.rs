@@ -48,6 +48,8 @@ pub enum StartError {
     ConstitutionService(#[from] constitution::StartError),
     #[error(transparent)]
     Integrity(#[from] integrity::StartError),
+    #[error(transparent)]
+    Consensus(#[from] consensus::StartError),
     #[error("auth service: {0}")]
     Revocations(String),
     #[error("cannot listen on {addr} for the {service} service: {reason}")]
@@ -188,12 +190,27 @@ pub async fn start(config: Config, selection: &[ServiceName]) -> Result<Stack, S
         (None, Some(url)) => Some(Arc::new(IntegrityClient::http(url))),
         (None, None) => None,
     };
+    let consensus_service = if selection.contains(&ServiceName::Consensus) {
+        let (service, writer) = consensus::ConsensusService::start(&config, hash.clone(), audit_sink.clone()).await?;
+        match writer {
+            Some(writer) => background.push(tokio::spawn(writer)),
+            None => tracing::warn!(
+                "decisions cannot be logged: the integrity service is not in this process and ACGS_INTEGRITY_URL                  is not set; decisions that must be logged are denied"
+            ),
+        }
+        Some(service)
+    } else {
+        None
+    };
     let mut relays = Vec::new();
     if let Some(service) = &auth_service {
         relays.push((ServiceName::Auth, audit_sink.clone().map(|sink| service.outbox_relay(sink))));
     }
     if let Some(service) = &constitution_service {
         relays.push((ServiceName::Constitution, audit_sink.clone().map(|sink| service.outbox_relay(sink))));
+    }
+    if let Some(service) = &consensus_service {
+        relays.push((ServiceName::Consensus, audit_sink.clone().map(|sink| service.outbox_relay(sink))));
     }
     for (name, relay) in relays {
         match relay {
@@ -245,7 +262,10 @@ pub async fn start(config: Config, selection: &[ServiceName]) -> Result<Stack, S
             },
             ServiceName::Verification => verification::app(),
             ServiceName::Simulation => simulation::app(),
-            ServiceName::Consensus => consensus::app(),
+            ServiceName::Consensus => match &consensus_service {
+                Some(service) => service.app(),
+                None => continue,
+            },
             ServiceName::Evolution => evolution::app(),
         };
         if auth_service.is_none() {

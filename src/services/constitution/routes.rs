@@ -16,10 +16,11 @@ use utoipa::{OpenApi, ToSchema};
 
 use crate::kernel::http::BearerAuth;
 
-use super::model::{self, Change, Choice, Diff, Status, Tally};
+use super::model::{self, Change, Diff, Status};
 use super::store::{Amendment, Counts, Store, Version};
 use super::{ConstitutionCore, change_error};
 use crate::kernel::auth::{Authorized, Principal, Role, RouteRoles, now_secs};
+use crate::kernel::constitution::{Choice, Tally};
 use crate::kernel::error::{ApiError, Json, Path, Query};
 
 type Core = State<Arc<ConstitutionCore>>;

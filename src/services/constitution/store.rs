@@ -10,7 +10,8 @@ use crate::kernel::service::ServiceName;
 use crate::kernel::storage::{Db, Row, StorageError, Tx};
 use crate::params;
 
-use super::model::{Change, Choice, Status, Tally};
+use super::model::{Change, Status};
+use crate::kernel::constitution::{Choice, Tally};
 
 /// One stored version.
 #[derive(Debug, Clone)]

@@ -1,0 +1,258 @@
+//! The consensus service over HTTP: the genesis policy set, decisions for an agent (allow with
+//! the determining policy, default deny, explicit forbid), each decision in the integrity log
+//! with an inclusion proof that verifies against a signed checkpoint, batches, roles, and bad
+//! requests answered 422 with no decision.
+
+mod common;
+
+use std::time::Duration;
+
+use acgs::kernel::service::ServiceName;
+use acgs::services::integrity::note::{self, NoteVerifier};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use common::rfc9162 as rfc;
+use common::{TestApp, error_code, spawn_app};
+use serde_json::{Value, json};
+
+/// An agent's token (a machine client with the `agent` role).
+async fn agent_token(app: &TestApp, admin: &str) -> String {
+    let (id, secret) = app.create_client(admin, "agent-one", &["agent"]).await;
+    let response = app
+        .http
+        .post(app.auth("/api/v1/auth/token"))
+        .basic_auth(&id, Some(&secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .expect("token");
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("json");
+    body["access_token"].as_str().expect("token").to_string()
+}
+
+fn agent() -> Value {
+    json!({
+        "uid": { "type": "Acgs::Agent", "id": "a1" },
+        "attrs": { "owner": { "__entity": { "type": "Acgs::User", "id": "u1" } }, "trust_level": 50 },
+        "parents": []
+    })
+}
+
+fn request(action: &str, resource: Value, entities: Vec<Value>) -> Value {
+    json!({
+        "principal": { "type": "Acgs::Agent", "id": "a1" },
+        "action": { "type": "Acgs::Action", "id": action },
+        "resource": resource,
+        "context": { "irreversible": false, "human_approved": false },
+        "entities": entities,
+    })
+}
+
+fn tool(id: &str, risk: &str) -> Value {
+    json!({ "uid": { "type": "Acgs::Tool", "id": id }, "attrs": { "risk": risk }, "parents": [] })
+}
+
+async fn decide(app: &TestApp, token: &str, body: &Value) -> reqwest::Response {
+    app.http
+        .post(app.url(ServiceName::Consensus, "/api/v1/decide"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .expect("decide")
+}
+
+#[tokio::test]
+async fn an_agent_gets_decisions_and_each_is_in_the_log_with_a_proof() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let token = agent_token(&app, &admin).await;
+
+    // The genesis set is version 1 and active.
+    let sets: Value = app
+        .get(&app.url(ServiceName::Consensus, "/api/v1/policy-sets"), Some(&token))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(sets[0]["version"], 1);
+    assert_eq!(sets[0]["active"], true);
+    let active: Value = app
+        .get(&app.url(ServiceName::Consensus, "/api/v1/policy-sets/active"), Some(&token))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert!(active["policies"].as_str().expect("text").contains("agents-use-low-risk-tools"));
+
+    let low = request("execute", json!({ "type": "Acgs::Tool", "id": "t1" }), vec![agent(), tool("t1", "low")]);
+    let response = decide(&app, &token, &low).await;
+    assert_eq!(response.status(), 200);
+    let hash = response.headers()["x-constitutional-hash"].to_str().expect("ascii").to_string();
+    let allow: Value = response.json().await.expect("json");
+    assert_eq!(allow["decision"], "allow", "{allow}");
+    assert_eq!(allow["determining_policies"], json!(["agents-use-low-risk-tools"]));
+    assert_eq!(allow["policy_set_version"], 1);
+    assert_eq!(allow["constitutional_hash"], hash);
+    assert_eq!(allow["logged"], true);
+
+    let high = request("execute", json!({ "type": "Acgs::Tool", "id": "t2" }), vec![agent(), tool("t2", "high")]);
+    let deny: Value = decide(&app, &token, &high).await.json().await.expect("json");
+    assert_eq!(deny["decision"], "deny");
+    assert_eq!(deny["determining_policies"], json!([]), "default deny");
+    let audit = request("delete", json!({ "type": "Acgs::AuditRecord", "id": "r1" }), vec![agent()]);
+    let deny_audit: Value = decide(&app, &token, &audit).await.json().await.expect("json");
+    assert_eq!(deny_audit["decision"], "deny");
+
+    // Each decision id is in the log; its inclusion proof verifies against a signed checkpoint.
+    let key =
+        app.get(&app.url(ServiceName::Integrity, "/api/v1/log/public-key"), None).await.text().await.expect("key");
+    let key = NoteVerifier::parse(key.trim()).expect("key");
+    for decision in [&allow, &deny, &deny_audit] {
+        let id = decision["decision_id"].as_str().expect("id");
+        let search = app.url(ServiceName::Integrity, &format!("/api/v1/log/search?subject=decision:{id}"));
+        let mut found = Value::Null;
+        for _ in 0..100 {
+            found = app.get(&search, None).await.json().await.expect("json");
+            if !found["entries"].as_array().expect("entries").is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let entry = &found["entries"][0];
+        assert_eq!(entry["event"]["event_id"], id);
+        assert_eq!(entry["event"]["kind"], "consensus.decision");
+        assert_eq!(entry["event"]["data"]["decision"], decision["decision"]);
+        let index = entry["index"].as_u64().expect("index");
+        let leaf = rfc::leaf(&B64.decode(entry["leaf"].as_str().expect("leaf")).expect("b64"));
+        let checkpoint = loop {
+            let text = app
+                .get(&app.url(ServiceName::Integrity, "/api/v1/log/checkpoint"), None)
+                .await
+                .text()
+                .await
+                .expect("cp");
+            let cp = note::verify_checkpoint(&text, &key, None).expect("checkpoint verifies");
+            if cp.size > index {
+                break cp;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let proof: Value = app
+            .get(
+                &app.url(
+                    ServiceName::Integrity,
+                    &format!("/api/v1/log/proof/inclusion?index={index}&tree_size={}", checkpoint.size),
+                ),
+                None,
+            )
+            .await
+            .json()
+            .await
+            .expect("json");
+        let path: Vec<rfc::H> = proof["hashes"]
+            .as_array()
+            .expect("hashes")
+            .iter()
+            .map(|h| B64.decode(h.as_str().expect("b64")).expect("b64").try_into().expect("32 bytes"))
+            .collect();
+        assert!(rfc::verify_inclusion(index, checkpoint.size, &leaf, &path, &checkpoint.root), "decision {id}");
+    }
+
+    // Metrics count them.
+    let metrics = app.get(&app.url(ServiceName::Consensus, "/metrics"), None).await.text().await.expect("text");
+    assert!(metrics.contains("acgs_decisions_total{outcome=\"allow\"} 1"), "{metrics}");
+    assert!(metrics.contains("acgs_decisions_total{outcome=\"deny\"} 2"), "{metrics}");
+}
+
+#[tokio::test]
+async fn batches_roles_and_bad_requests() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let token = agent_token(&app, &admin).await;
+    let url = app.url(ServiceName::Consensus, "/api/v1/decide");
+
+    // Batch: a decision or a reason per request, in order.
+    let good = request("read", json!({ "type": "Acgs::Tool", "id": "t1" }), vec![agent(), tool("t1", "low")]);
+    let mut bad = good.clone();
+    bad["principal"]["type"] = json!("Acgs::Robot");
+    let batch: Value = app
+        .http
+        .post(app.url(ServiceName::Consensus, "/api/v1/decide/batch"))
+        .bearer_auth(&token)
+        .json(&json!({ "requests": [good, bad] }))
+        .send()
+        .await
+        .expect("batch")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(batch["decisions"][0]["decision"], "allow", "{batch}");
+    assert!(batch["decisions"][1]["error"].as_str().expect("error").contains("Acgs::Robot"), "{batch}");
+    let too_many = json!({ "requests": vec![good.clone(); 101] });
+    let response = app
+        .http
+        .post(app.url(ServiceName::Consensus, "/api/v1/decide/batch"))
+        .bearer_auth(&token)
+        .json(&too_many)
+        .send();
+    assert_eq!(error_code(response.await.expect("batch")).await.0, 422);
+
+    // Roles: no token 401; a council member is not a decider.
+    assert_eq!(error_code(app.http.post(&url).json(&good).send().await.expect("post")).await.0, 401);
+    app.create_user(&admin, "carol", "carol-password-1", &["council"]).await;
+    let (council, _) = app.tokens("carol", "carol-password-1").await;
+    assert_eq!(error_code(decide(&app, &council, &good).await).await.0, 403);
+
+    // Requests that do not fit the schema: 422, never a decision.
+    let mut no_context = good.clone();
+    no_context["context"] = json!({});
+    let mut wrong_context = good.clone();
+    wrong_context["context"]["irreversible"] = json!("no");
+    let mut extra_context = good.clone();
+    extra_context["context"]["colour"] = json!("red");
+    let mut unknown_action = good.clone();
+    unknown_action["action"]["id"] = json!("launch");
+    let mut bad_entity = good.clone();
+    bad_entity["entities"] = json!([{ "uid": { "type": "Acgs::Agent", "id": "a1" }, "attrs": {}, "parents": [] }]);
+    let mut not_a_type = good.clone();
+    not_a_type["resource"]["type"] = json!("not a type");
+    let mut huge = good.clone();
+    huge["context"]["reason"] = json!("x".repeat(3 * 1024 * 1024));
+    let cases = [
+        ("context missing required attributes", no_context, 422),
+        ("context attribute of the wrong type", wrong_context, 422),
+        ("context attribute the schema lacks", extra_context, 422),
+        ("unknown action", unknown_action, 422),
+        ("entity not matching the schema", bad_entity, 422),
+        ("unparseable type", not_a_type, 422),
+        ("huge context", huge, 413),
+        (
+            "unknown field",
+            json!({ "principal": good["principal"], "action": good["action"], "resource": good["resource"], "extra": 1 }),
+            422,
+        ),
+    ];
+    for (what, body, status) in cases {
+        let (got, _) = error_code(decide(&app, &token, &body).await).await;
+        assert_eq!(got, status, "{what}");
+    }
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let body = format!(r#"{{"principal": {{"type": "Acgs::Agent", "id": "a1"}}, "context": {deep}}}"#);
+    let response = app
+        .http
+        .post(&url)
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    assert!(response.status().is_client_error(), "deep nesting: {}", response.status());
+    // Still serving, and nothing was decided for the refused requests.
+    let ok: Value = decide(&app, &token, &good).await.json().await.expect("json");
+    assert_eq!(ok["decision"], "allow");
+    let metrics = app.get(&app.url(ServiceName::Consensus, "/metrics"), None).await.text().await.expect("text");
+    assert!(metrics.contains("acgs_decisions_total{outcome=\"allow\"} 2"), "{metrics}");
+}
