@@ -14,7 +14,7 @@ use miette::Diagnostic;
 /// Path of the governance schema inside `embedded/`.
 pub const SCHEMA_PATH: &str = "policies/schema.cedarschema";
 /// The longest policy text or schema accepted, in bytes.
-pub const MAX_TEXT: usize = 1024 * 1024;
+pub const MAX_TEXT: usize = 8 * 1024 * 1024;
 
 /// One problem in a text, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

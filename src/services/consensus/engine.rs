@@ -84,12 +84,23 @@ pub struct Outcome {
     pub errors: Vec<String>,
 }
 
+/// The policies that can apply to one request environment, with the environment's parsed types
+/// (so the hot path never runs Cedar's parser on a type name).
+struct Slice {
+    principal_type: EntityTypeName,
+    action: EntityUid,
+    action_type: String,
+    resource_type: EntityTypeName,
+    policies: PolicySet,
+}
+
 /// A compiled, sliced policy set.
 pub struct Engine {
     version: i64,
     schema: Arc<Schema>,
     entities: Entities,
-    slices: HashMap<RequestEnv, PolicySet>,
+    /// By `(principal type, action id, resource type)` as the request spells them.
+    slices: HashMap<(String, String, String), Slice>,
     policies: usize,
     authorizer: Authorizer,
 }
@@ -156,15 +167,23 @@ impl Engine {
         })?;
         let envs: Vec<RequestEnv> = schema.request_envs().collect();
         let concrete: Vec<EntityUid> = envs.iter().map(|e| e.action().clone()).collect();
-        let mut slices: HashMap<RequestEnv, PolicySet> = HashMap::with_capacity(envs.len());
+        let mut slices: HashMap<(String, String, String), Slice> = HashMap::with_capacity(envs.len());
         for env in envs {
-            let slice = slices.entry(env.clone()).or_default();
+            let key =
+                (env.principal().to_string(), env.action().id().unescaped().to_string(), env.resource().to_string());
+            let slice = slices.entry(key).or_insert_with(|| Slice {
+                principal_type: env.principal().clone(),
+                action: env.action().clone(),
+                action_type: env.action().type_name().to_string(),
+                resource_type: env.resource().clone(),
+                policies: PolicySet::new(),
+            });
             for p in set.policies() {
                 let fits = principal_may_match(&p.principal_constraint(), env.principal())
                     && action_may_match(&p.action_constraint(), env.action(), &concrete)
                     && resource_may_match(&p.resource_constraint(), env.resource());
                 if fits {
-                    slice.add(p.clone()).map_err(|e| {
+                    slice.policies.add(p.clone()).map_err(|e| {
                         PolicyError::Invalid(vec![policy::Problem {
                             message: e.to_string(),
                             line: None,
@@ -201,21 +220,18 @@ impl Engine {
 
     /// Decides one request.
     pub fn decide(&self, request: &DecideRequest) -> Result<Outcome, DecideError> {
-        let principal = request.principal.uid("principal")?;
-        let action = request.action.uid("action")?;
-        let resource = request.resource.uid("resource")?;
-        let env = RequestEnv::new(principal.type_name().clone(), action.clone(), resource.type_name().clone());
-        let Some(slice) = self.slices.get(&env) else {
-            return Err(DecideError::Request(format!(
-                "the schema has no action {action} for principal type {} and resource type {}",
-                principal.type_name(),
-                resource.type_name()
-            )));
-        };
-        let context = Context::from_json_value(request.context.clone(), Some((&self.schema, &action)))
+        let slice = self.slice(request)?;
+        let principal =
+            EntityUid::from_type_name_and_id(slice.principal_type.clone(), EntityId::new(&request.principal.id));
+        let resource =
+            EntityUid::from_type_name_and_id(slice.resource_type.clone(), EntityId::new(&request.resource.id));
+        let context = Context::from_json_value(request.context.clone(), Some((&self.schema, &slice.action)))
             .map_err(|e| DecideError::Request(format!("context: {e}")))?;
-        let cedar_request = Request::new(principal, action, resource, context, Some(&self.schema))
+        // The slice exists, so the schema admits these types for this action, and the context
+        // was just checked against the action's context type: no second validation.
+        let cedar_request = Request::new(principal, slice.action.clone(), resource, context, None)
             .map_err(|e| DecideError::Request(e.to_string()))?;
+        let slice = &slice.policies;
         let response = if request.entities.is_empty() {
             self.authorizer.is_authorized(&cedar_request, slice, &self.entities)
         } else {
@@ -237,14 +253,36 @@ impl Engine {
         })
     }
 
-    /// The slice a request environment uses (for tests and benches).
+    /// The slice of a request's environment; an environment the schema does not have is an error.
+    fn slice(&self, request: &DecideRequest) -> Result<&Slice, DecideError> {
+        let key = (request.principal.type_name.clone(), request.action.id.clone(), request.resource.type_name.clone());
+        if let Some(slice) = self.slices.get(&key)
+            && slice.action_type == request.action.type_name
+        {
+            return Ok(slice);
+        }
+        // Not spelled as the schema spells it: parse the names (a name that is not a type at all
+        // is an error), and look again by their canonical spelling.
+        let principal = request.principal.uid("principal")?;
+        let action = request.action.uid("action")?;
+        let resource = request.resource.uid("resource")?;
+        let key = (principal.type_name().to_string(), request.action.id.clone(), resource.type_name().to_string());
+        if let Some(slice) = self.slices.get(&key)
+            && slice.action.type_name() == action.type_name()
+        {
+            return Ok(slice);
+        }
+        Err(DecideError::Request(format!(
+            "the schema has no action {action} for principal type {} and resource type {}",
+            principal.type_name(),
+            resource.type_name()
+        )))
+    }
+
+    /// How many policies the slice of a request environment holds (for tests and benches).
     pub fn slice_len(&self, principal: &str, action: &EntityRef, resource: &str) -> Option<usize> {
-        let env = RequestEnv::new(
-            EntityTypeName::from_str(principal).ok()?,
-            action.uid("action").ok()?,
-            EntityTypeName::from_str(resource).ok()?,
-        );
-        self.slices.get(&env).map(|s| s.policies().count())
+        let key = (principal.to_string(), action.id.clone(), resource.to_string());
+        self.slices.get(&key).map(|s| s.policies.policies().count())
     }
 }
 
