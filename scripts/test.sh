@@ -9,6 +9,9 @@
 # again on the same machine (idempotent: a second run installs nothing and is fast):
 #   1. installs what is missing: Debian's postgresql (server) and prometheus (for promtool);
 #      Python's PyJWT and cryptography (used by the tests); `apt-get update` only when needed;
+#      the cvc5 solver for the verification service: a `cvc5` (1.3 or newer) already on PATH, or
+#      PyPI's cvc5 wheel (pinned) with the `cvc5` command target/cvc5/bin/cvc5 running
+#      scripts/cvc5-adapter.py (Debian 12's cvc5 is 1.0.3, too old; the wheel has no executable);
 #   2. starts PostgreSQL on 127.0.0.1 only, sets a password generated for this run on the
 #      superuser role `acgs_test`, and builds ACGS_TEST_DATABASE_URL from it;
 #   3. runs the suite twice:
@@ -19,6 +22,8 @@
 # Environment read by this script and passed on to the tests:
 #   ACGS_SLOW_TESTS   default 1 (CI runs everything). 0 = tests skip the slow Docker/bootstrap
 #                     suites, and this script does not install or start Docker for them.
+#   ACGS_CVC5         set by this script to the cvc5 command (the verification tests need it and
+#                     fail, saying to run this script, without it)
 #   ACGS_TEST_DATABASE_URL
 #                     set by this script for pass 2 only (postgres://acgs_test:PW@127.0.0.1:PORT/postgres);
 #                     tests create and drop their own databases through it. Unset in pass 1.
@@ -106,6 +111,40 @@ else
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore PyJWT cryptography
   python3 -c 'import jwt, cryptography' || die "PyJWT/cryptography still not importable"
 fi
+
+# --- cvc5 for the verification service --------------------------------------------------------
+CVC5_WHEEL_VERSION=1.4.2
+cvc5_good() { # $1 = command; true if it reports cvc5 1.3 or newer
+  local v
+  v=$("$1" --version 2>/dev/null | sed -n 's/.*cvc5 version \([0-9][0-9]*\)\.\([0-9][0-9]*\).*/\1 \2/p' | head -n 1)
+  [ -n "$v" ] || return 1
+  set -- $v
+  [ "$1" -gt 1 ] || { [ "$1" -eq 1 ] && [ "$2" -ge 3 ]; }
+}
+if [ -n "${ACGS_CVC5:-}" ] && cvc5_good "$ACGS_CVC5"; then
+  step "cvc5: $ACGS_CVC5 (from ACGS_CVC5)"
+elif command -v cvc5 >/dev/null && cvc5_good "$(command -v cvc5)"; then
+  ACGS_CVC5=$(command -v cvc5)
+  step "cvc5: $ACGS_CVC5 on PATH"
+else
+  PYTHON=$(python3 -c 'import sys; print(sys.executable)')
+  if [ "$("$PYTHON" -c 'import importlib.metadata as m; print(m.version("cvc5"))' 2>/dev/null)" != "$CVC5_WHEEL_VERSION" ]; then
+    step "installing Python package: cvc5==$CVC5_WHEEL_VERSION (the solver library)"
+    "$PYTHON" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "cvc5==$CVC5_WHEEL_VERSION"
+  fi
+  ACGS_CVC5="$REPO_ROOT/target/cvc5/bin/cvc5"
+  wrapper="#!/bin/sh
+# Written by scripts/test.sh: the cvc5 command, from PyPI's cvc5 wheel through scripts/cvc5-adapter.py.
+exec '$PYTHON' '$REPO_ROOT/scripts/cvc5-adapter.py' \"\$@\""
+  if [ "$(cat "$ACGS_CVC5" 2>/dev/null || true)" != "$wrapper" ]; then
+    mkdir -p "$(dirname "$ACGS_CVC5")"
+    printf '%s\n' "$wrapper" >"$ACGS_CVC5"
+    chmod 755 "$ACGS_CVC5"
+  fi
+  cvc5_good "$ACGS_CVC5" || die "cvc5: $ACGS_CVC5 does not report cvc5 1.3 or newer: $("$ACGS_CVC5" --version 2>&1 | head -n 3)"
+  step "cvc5: $("$ACGS_CVC5" --version | head -n 1) ($ACGS_CVC5)"
+fi
+export ACGS_CVC5
 
 # --- Rust targets -----------------------------------------------------------------------------
 # A later issue adds the static build here:
@@ -219,11 +258,11 @@ if [ -f "$REPO_ROOT/Cargo.lock" ]; then locked=(--locked); else warn "no Cargo.l
 
 step "pass 1/2: cargo test ${locked[*]}${*:+ $*} (SQLite, ACGS_TEST_DATABASE_URL unset, ACGS_SLOW_TESTS=$ACGS_SLOW_TESTS)"
 rc_sqlite=0
-cargo test "${locked[@]}" "$@" || rc_sqlite=$?
+cargo test "${locked[@]}" --no-fail-fast "$@" || rc_sqlite=$?
 
 step "pass 2/2: cargo test ${locked[*]} --tests${*:+ $*} (PostgreSQL 127.0.0.1:$PG_PORT, ACGS_SLOW_TESTS=$ACGS_SLOW_TESTS)"
 rc_pg=0
-ACGS_TEST_DATABASE_URL="$PG_URL" cargo test "${locked[@]}" --tests "$@" || rc_pg=$?
+ACGS_TEST_DATABASE_URL="$PG_URL" cargo test "${locked[@]}" --no-fail-fast --tests "$@" || rc_pg=$?
 
 verdict() { if [ "$1" -eq 0 ]; then echo ok; else echo "FAILED (exit $1)"; fi; }
 step "pass 1 (SQLite):     $(verdict "$rc_sqlite")"

@@ -32,6 +32,8 @@ const GUIDE_ALIASES: &[(&str, &str)] = &[
     ("REDIS_URL", "redis_url"),
     ("NATS_URL", "nats_url"),
     ("CONSTITUTIONAL_HASH", "constitutional_hash"),
+    // The solver command's short name (DESIGN §4): `verification.cvc5`.
+    ("ACGS_CVC5", "verification.cvc5"),
 ];
 
 /// `ACGS_` variables that are not configuration keys but are read elsewhere (flags' env twins,
@@ -64,7 +66,7 @@ pub struct Config {
     pub auth: AuthSettings,
     pub constitution: ConstitutionSettings,
     pub integrity: IntegritySettings,
-    pub verification: PeerSettings,
+    pub verification: VerificationSettings,
     pub simulation: PeerSettings,
     pub consensus: ConsensusSettings,
     pub evolution: PeerSettings,
@@ -125,6 +127,37 @@ pub struct IntegritySettings {
     pub origin: String,
     /// A new checkpoint is signed at most this often, and only if the log grew.
     pub checkpoint_interval_ms: u64,
+}
+
+/// The verification service's port, URL, and how it runs the solver.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerificationSettings {
+    pub port: u64,
+    pub url: String,
+    /// The cvc5 command: empty = `cvc5` on `PATH` (none there: bounded enumeration instead of
+    /// proofs); a path = that command, which must exist and be cvc5 1.3 or newer; `none` = no
+    /// solver, on purpose. `ACGS_CVC5` sets it too.
+    pub cvc5: String,
+    /// The longest one check may take, in milliseconds; a request may ask for less, not more.
+    pub timeout_ms: u64,
+    /// How many verifications run at once (each runs at most one solver process); more wait.
+    pub max_concurrent: u64,
+    /// Without a solver: at most this many requests are enumerated per check.
+    pub bounded_max_requests: u64,
+}
+
+impl Default for VerificationSettings {
+    fn default() -> Self {
+        VerificationSettings {
+            port: u64::from(ServiceName::Verification.default_port()),
+            url: String::new(),
+            cvc5: String::new(),
+            timeout_ms: 5000,
+            max_concurrent: 2,
+            bounded_max_requests: 20_000,
+        }
+    }
 }
 
 impl Default for IntegritySettings {
@@ -213,7 +246,7 @@ impl Default for Config {
             auth: AuthSettings::default(),
             constitution: ConstitutionSettings::default(),
             integrity: IntegritySettings::default(),
-            verification: peer(ServiceName::Verification),
+            verification: VerificationSettings::default(),
             simulation: peer(ServiceName::Simulation),
             consensus: ConsensusSettings::default(),
             evolution: peer(ServiceName::Evolution),
@@ -405,6 +438,9 @@ impl Config {
             ("integrity.checkpoint_interval_ms", self.integrity.checkpoint_interval_ms),
             ("consensus.decision_queue", self.consensus.decision_queue),
             ("consensus.close_check_interval_ms", self.consensus.close_check_interval_ms),
+            ("verification.timeout_ms", self.verification.timeout_ms),
+            ("verification.max_concurrent", self.verification.max_concurrent),
+            ("verification.bounded_max_requests", self.verification.bounded_max_requests),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -654,6 +690,16 @@ mod tests {
         assert!(err.contains("integrity.origin"), "{err}");
         let err = load_with(&[("ACGS_INTEGRITY_CHECKPOINT_INTERVAL_MS", "0")], None).unwrap_err().to_string();
         assert!(err.contains("integrity.checkpoint_interval_ms"), "{err}");
+    }
+
+    #[test]
+    fn acgs_cvc5_sets_the_solver_below_its_acgs_twin() {
+        let c = load_with(&[("ACGS_CVC5", "/opt/cvc5")], None).expect("loads");
+        assert_eq!(c.verification.cvc5, "/opt/cvc5");
+        let c = load_with(&[("ACGS_CVC5", "/opt/cvc5"), ("ACGS_VERIFICATION_CVC5", "none")], None).expect("loads");
+        assert_eq!(c.verification.cvc5, "none");
+        let err = load_with(&[("ACGS_VERIFICATION_TIMEOUT_MS", "0")], None).unwrap_err().to_string();
+        assert!(err.contains("verification.timeout_ms"), "{err}");
     }
 
     #[test]

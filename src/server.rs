@@ -23,10 +23,12 @@ use crate::kernel::service::ServiceName;
 use crate::kernel::shutdown::Shutdown;
 use crate::services::auth::client::AuthClient;
 use crate::services::auth::{self, AdminBootstrap, AuthService};
+use crate::services::constitution::client::ConstitutionClient;
 use crate::services::constitution::{self, ConstitutionService};
 use crate::services::integrity::client::IntegrityClient;
 use crate::services::integrity::{self, IntegrityService};
-use crate::services::{consensus, evolution, simulation, verification};
+use crate::services::verification::{self, VerificationService};
+use crate::services::{consensus, evolution, simulation};
 
 /// Why the services could not start. Each is one line for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +52,8 @@ pub enum StartError {
     Integrity(#[from] integrity::StartError),
     #[error(transparent)]
     Consensus(#[from] consensus::StartError),
+    #[error(transparent)]
+    Verification(#[from] verification::StartError),
     #[error("auth service: {0}")]
     Revocations(String),
     #[error("cannot listen on {addr} for the {service} service: {reason}")]
@@ -160,6 +164,17 @@ pub async fn start(config: Config, selection: &[ServiceName]) -> Result<Stack, S
     };
     check_pinned(&config, &digest.short)?;
     let hash = HashCell::new(&digest.short);
+    // Verification reads the active constitution: in this process, or over HTTP.
+    let verification_service = if selection.contains(&ServiceName::Verification) {
+        let constitution_client = match (&constitution_service, config.peer_url(ServiceName::Constitution)) {
+            (Some(service), _) => service.client(),
+            (None, Some(url)) => ConstitutionClient::http(url),
+            (None, None) => ConstitutionClient::Unconfigured,
+        };
+        Some(VerificationService::start(&config, constitution_client).await?)
+    } else {
+        None
+    };
 
     let key_source: Arc<dyn KeySource> = Arc::new(auth_client.clone());
     let verifier = Arc::new(Verifier::new(
@@ -195,7 +210,8 @@ pub async fn start(config: Config, selection: &[ServiceName]) -> Result<Stack, S
         match writer {
             Some(writer) => background.push(tokio::spawn(writer)),
             None => tracing::warn!(
-                "decisions cannot be logged: the integrity service is not in this process and ACGS_INTEGRITY_URL                  is not set; decisions that must be logged are denied"
+                "decisions cannot be logged: the integrity service is not in this process and ACGS_INTEGRITY_URL \
+                 is not set; decisions that must be logged are denied"
             ),
         }
         Some(service)
@@ -260,7 +276,10 @@ pub async fn start(config: Config, selection: &[ServiceName]) -> Result<Stack, S
                 Some(service) => service.app(),
                 None => continue,
             },
-            ServiceName::Verification => verification::app(),
+            ServiceName::Verification => match &verification_service {
+                Some(service) => service.app(),
+                None => continue,
+            },
             ServiceName::Simulation => simulation::app(),
             ServiceName::Consensus => match &consensus_service {
                 Some(service) => service.app(),

@@ -130,25 +130,14 @@ const PROTECTED: &[(&str, &str, &[&str])] = &[
     ("DELETE", "/api/v1/clients/{id}", &["admin"]),
 ];
 
+/// The same for the verification service.
+const VERIFICATION_PROTECTED: &[(&str, &str, &[&str])] =
+    &[("POST", "/api/v1/verify", &["steward", "admin", "auditor", "service"])];
+
 #[tokio::test]
 async fn roles_no_token_is_401_and_wrong_role_is_403_on_every_protected_route() {
     let app = spawn_app().await;
     let admin = app.admin_token().await;
-
-    // The table covers exactly the operations the OpenAPI document marks as protected.
-    let openapi: Value = app.get(&app.auth("/openapi.json"), None).await.json().await.expect("json");
-    let mut documented = Vec::new();
-    for (path, item) in openapi["paths"].as_object().expect("paths") {
-        for (method, op) in item.as_object().expect("item") {
-            if op.get("security").is_some() {
-                documented.push((method.to_uppercase(), path.clone()));
-            }
-        }
-    }
-    documented.sort();
-    let mut table: Vec<(String, String)> = PROTECTED.iter().map(|(m, p, _)| (m.to_string(), p.to_string())).collect();
-    table.sort();
-    assert_eq!(documented, table, "PROTECTED must list every route with a security requirement");
 
     let mut tokens = std::collections::HashMap::new();
     for role in ["admin", "council", "steward", "auditor", "agent", "service"] {
@@ -156,29 +145,47 @@ async fn roles_no_token_is_401_and_wrong_role_is_403_on_every_protected_route() 
         app.create_user(&admin, &name, "a-long-password-1", &[role]).await;
         tokens.insert(role, app.tokens(&name, "a-long-password-1").await.0);
     }
-    for (method, path, allowed) in PROTECTED {
-        let url = app.auth(&path.replace("{id}", "some-id"));
-        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let body = json!({});
-        let send = |token: Option<&str>| {
-            let mut request = app.http.request(method.clone(), &url).json(&body);
-            if let Some(t) = token {
-                request = request.bearer_auth(t);
+    for (service, protected) in [(ServiceName::Auth, PROTECTED), (ServiceName::Verification, VERIFICATION_PROTECTED)] {
+        // The table covers exactly the operations the OpenAPI document marks as protected.
+        let openapi: Value = app.get(&app.url(service, "/openapi.json"), None).await.json().await.expect("json");
+        let mut documented = Vec::new();
+        for (path, item) in openapi["paths"].as_object().expect("paths") {
+            for (method, op) in item.as_object().expect("item") {
+                if op.get("security").is_some() {
+                    documented.push((method.to_uppercase(), path.clone()));
+                }
             }
-            request.send()
-        };
-        let (status, _) = error_code(send(None).await.expect("send")).await;
-        assert_eq!(status, 401, "{method} {path} without a token");
-        let (status, _) = error_code(send(Some("not-a-token")).await.expect("send")).await;
-        assert_eq!(status, 401, "{method} {path} with a bad token");
-        for (role, token) in &tokens {
-            let response = send(Some(token)).await.expect("send");
-            let status = response.status().as_u16();
-            if allowed.is_empty() || allowed.contains(role) {
-                assert!(status != 401 && status != 403, "{method} {path} as {role}: got {status}");
-            } else {
-                assert_eq!(status, 403, "{method} {path} as {role}");
-                assert_eq!(error_code(response).await.1, "forbidden");
+        }
+        documented.sort();
+        let mut table: Vec<(String, String)> =
+            protected.iter().map(|(m, p, _)| (m.to_string(), p.to_string())).collect();
+        table.sort();
+        assert_eq!(documented, table, "{service}: the table must list every route with a security requirement");
+
+        for (method, path, allowed) in protected {
+            let url = app.url(service, &path.replace("{id}", "some-id"));
+            let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+            let body = json!({});
+            let send = |token: Option<&str>| {
+                let mut request = app.http.request(method.clone(), &url).json(&body);
+                if let Some(t) = token {
+                    request = request.bearer_auth(t);
+                }
+                request.send()
+            };
+            let (status, _) = error_code(send(None).await.expect("send")).await;
+            assert_eq!(status, 401, "{method} {path} without a token");
+            let (status, _) = error_code(send(Some("not-a-token")).await.expect("send")).await;
+            assert_eq!(status, 401, "{method} {path} with a bad token");
+            for (role, token) in &tokens {
+                let response = send(Some(token)).await.expect("send");
+                let status = response.status().as_u16();
+                if allowed.is_empty() || allowed.contains(role) {
+                    assert!(status != 401 && status != 403, "{method} {path} as {role}: got {status}");
+                } else {
+                    assert_eq!(status, 403, "{method} {path} as {role}");
+                    assert_eq!(error_code(response).await.1, "forbidden");
+                }
             }
         }
     }

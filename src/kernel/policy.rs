@@ -4,6 +4,13 @@
 //!
 //! Errors here are the caller's (they wrote the Cedar): each names where, as `line:column` in the
 //! text given, so an HTTP layer can answer 4xx with it.
+//!
+//! Cedar's parser, validator and evaluator recurse over the expression tree, and one level of
+//! parentheses costs tens of kilobytes of stack in a debug build: 50 nested parentheses overflow
+//! a 2 MiB thread stack, which aborts the whole process. So texts are checked before Cedar sees
+//! them: brackets may nest at most [`MAX_NESTING`] deep and one policy may hold at most
+//! [`MAX_OPERATORS`] binary operators (a chain `a + b + c …` is as deep as it is long). A text
+//! beyond either is refused with the position where it went too far.
 
 use std::str::FromStr;
 use std::sync::OnceLock;
@@ -16,8 +23,13 @@ pub const SCHEMA_PATH: &str = "policies/schema.cedarschema";
 /// The longest policy text or schema accepted, in bytes.
 pub const MAX_TEXT: usize = 8 * 1024 * 1024;
 
+/// How deep brackets (`(`, `[`, `{`, and `<` in schemas) may nest in a policy text or schema.
+pub const MAX_NESTING: usize = 32;
+/// How many binary operators one policy (or schema) may hold.
+pub const MAX_OPERATORS: usize = 1024;
+
 /// One problem in a text, with where it is.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Problem {
     pub message: String,
     /// 1-based line and column in the text given, when the parser or validator knows them.
@@ -55,13 +67,20 @@ pub enum PolicyError {
     DuplicateId(String),
     #[error("strict validation against the schema failed: {}", join(.0))]
     Invalid(Vec<Problem>),
+    /// The text names entity types or actions the schema does not declare: it was not written
+    /// for this schema at all.
+    #[error("not in the schema: {}", join(.0))]
+    UnknownNames(Vec<Problem>),
 }
 
 impl PolicyError {
     /// The problems, for a structured answer.
     pub fn problems(&self) -> Vec<Problem> {
         match self {
-            PolicyError::Syntax(p) | PolicyError::Schema(p) | PolicyError::Invalid(p) => p.clone(),
+            PolicyError::Syntax(p)
+            | PolicyError::Schema(p)
+            | PolicyError::Invalid(p)
+            | PolicyError::UnknownNames(p) => p.clone(),
             other => vec![Problem { message: other.to_string(), line: None, column: None, policy: None }],
         }
     }
@@ -96,9 +115,69 @@ fn check_len(what: &'static str, text: &str) -> Result<(), PolicyError> {
     Ok(())
 }
 
+/// Refuses a text whose brackets nest deeper than [`MAX_NESTING`] or one of whose statements
+/// (up to a `;` outside brackets) holds more than [`MAX_OPERATORS`] binary operators, before
+/// Cedar's recursive parser sees it. Strings and `//` comments are skipped. `angle` counts `<`/`>`
+/// as brackets (schemas: `Set<Set<…>>`); in policies they are comparisons.
+fn check_shape(text: &str, angle: bool) -> Result<(), PolicyError> {
+    let bytes = text.as_bytes();
+    let mut depth = 0usize;
+    let mut operators = 0usize;
+    let mut i = 0;
+    let too_far = |offset: usize, message: String| {
+        let (line, column) = position(text, offset);
+        Err(PolicyError::Syntax(vec![Problem { message, line: Some(line), column: Some(column), policy: None }]))
+    };
+    while i < bytes.len() {
+        let b = bytes[i];
+        let next = bytes.get(i + 1).copied();
+        match b {
+            b'"' => {
+                // A string: skip to its closing quote (a backslash escapes one byte).
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'/' if next == Some(b'/') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'(' | b'[' | b'{' => depth += 1,
+            b'<' if angle => depth += 1,
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            b'>' if angle => depth = depth.saturating_sub(1),
+            b';' if depth == 0 => operators = 0,
+            b'&' | b'|' | b'=' | b'!' if next == Some(b) || next == Some(b'=') => {
+                operators += 1;
+                i += 1;
+            }
+            b'+' | b'-' | b'*' | b'.' => operators += 1,
+            b'<' | b'>' => operators += 1,
+            _ => {}
+        }
+        if depth > MAX_NESTING {
+            return too_far(i, format!("brackets nest more than {MAX_NESTING} deep here; simplify the expression"));
+        }
+        if operators > MAX_OPERATORS {
+            return too_far(
+                i,
+                format!("more than {MAX_OPERATORS} operators in one statement; split it into several policies"),
+            );
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
 /// Parses a schema in Cedar's schema syntax.
 pub fn parse_schema(text: &str) -> Result<Schema, PolicyError> {
     check_len("the schema", text)?;
+    check_shape(text, true).map_err(|e| match e {
+        PolicyError::Syntax(p) => PolicyError::Schema(p),
+        other => other,
+    })?;
     match Schema::from_cedarschema_str(text) {
         Ok((schema, _warnings)) => Ok(schema),
         Err(e) => Err(PolicyError::Schema(vec![problem(&e, text, None)])),
@@ -126,6 +205,7 @@ pub fn governance_schema() -> &'static Schema {
 /// `policy<N>` by position; two policies with one id are refused.
 pub fn parse_policies(text: &str) -> Result<PolicySet, PolicyError> {
     check_len("the policy text", text)?;
+    check_shape(text, false)?;
     let parsed = PolicySet::from_str(text)
         .map_err(|e| PolicyError::Syntax(e.iter().map(|d| problem(d, text, None)).collect()))?;
     let mut out = PolicySet::new();
@@ -150,18 +230,32 @@ pub fn parse_policies(text: &str) -> Result<PolicySet, PolicyError> {
 /// Parses one policy and gives it `id`.
 pub fn parse_policy(id: &str, text: &str) -> Result<Policy, PolicyError> {
     check_len("the policy", text)?;
+    check_shape(text, false)?;
     Policy::parse(Some(PolicyId::new(id)), text)
         .map_err(|e| PolicyError::Syntax(e.iter().map(|d| problem(d, text, Some(id.to_string()))).collect()))
 }
 
-/// Validates `policies` (parsed from `text`) against `schema` in strict mode.
+/// Validates `policies` (parsed from `text`) against `schema` in strict mode. Entity types or
+/// actions the schema does not declare are [`PolicyError::UnknownNames`]; every other failure is
+/// [`PolicyError::Invalid`].
 pub fn validate(policies: &PolicySet, text: &str, schema: &Schema) -> Result<(), PolicyError> {
+    use cedar_policy::ValidationError as E;
     let result = Validator::new(schema.clone()).validate(policies, ValidationMode::Strict);
     if result.validation_passed() {
         return Ok(());
     }
-    let problems = result.validation_errors().map(|e| problem(e, text, Some(e.policy_id().to_string()))).collect();
-    Err(PolicyError::Invalid(problems))
+    let (mut unknown, mut invalid) = (Vec::new(), Vec::new());
+    for e in result.validation_errors() {
+        let p = problem(e, text, Some(e.policy_id().to_string()));
+        match e {
+            E::UnrecognizedEntityType(_) | E::UnrecognizedActionId(_) => unknown.push(p),
+            _ => invalid.push(p),
+        }
+    }
+    if !unknown.is_empty() {
+        return Err(PolicyError::UnknownNames(unknown));
+    }
+    Err(PolicyError::Invalid(invalid))
 }
 
 #[cfg(test)]
@@ -209,6 +303,37 @@ mod tests {
         assert!(ids.contains(&"a".to_string()), "{ids:?}");
         let dup = "@id(\"x\") permit(principal, action, resource);\n@id(\"x\") forbid(principal, action, resource);";
         assert!(matches!(parse_policies(dup), Err(PolicyError::DuplicateId(id)) if id == "x"));
+    }
+
+    #[test]
+    fn deep_nesting_and_long_chains_are_refused_before_cedar_sees_them() {
+        let head = "permit(principal, action, resource) when { ";
+        let deep = format!("{head}{}true{} }};", "(".repeat(10_000), ")".repeat(10_000));
+        let problems = parse_policies(&deep).expect_err("too deep").problems();
+        assert_eq!(problems[0].line, Some(1));
+        assert_eq!(problems[0].column, Some(head.len() + MAX_NESTING), "{problems:?}");
+        assert!(problems[0].message.contains("nest"), "{problems:?}");
+        let chain = format!("{head}1{} == 3 }};", " + 1".repeat(MAX_OPERATORS + 1));
+        assert!(parse_policies(&chain).expect_err("too long").to_string().contains("operators"));
+        // At the limits, and in strings and comments, nothing is refused.
+        let ok = format!(
+            "// (((((\n{head}{}true{} && \"((((\\\"((\" == \"x\" }};\n{head}1{} == 3 }};",
+            "(".repeat(MAX_NESTING - 1),
+            ")".repeat(MAX_NESTING - 1),
+            " + 1".repeat(MAX_OPERATORS - 2)
+        );
+        parse_policies(&ok).expect("within the limits");
+        let schema = format!("entity A = {{ a: {}Long{} }};", "Set<".repeat(100), ">".repeat(100));
+        assert!(matches!(parse_schema(&schema), Err(PolicyError::Schema(_))));
+    }
+
+    #[test]
+    fn names_the_schema_does_not_declare_are_told_apart() {
+        let text = "permit(principal is Acgs::Robot, action, resource);";
+        let set = parse_policies(text).expect("parses");
+        let err = validate(&set, text, governance_schema()).expect_err("unknown");
+        assert!(matches!(&err, PolicyError::UnknownNames(p) if p[0].column.is_some()), "{err}");
+        assert!(err.to_string().contains("Acgs::Robot"), "{err}");
     }
 
     #[test]

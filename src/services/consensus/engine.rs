@@ -227,8 +227,11 @@ impl Engine {
             EntityUid::from_type_name_and_id(slice.resource_type.clone(), EntityId::new(&request.resource.id));
         let context = Context::from_json_value(request.context.clone(), Some((&self.schema, &slice.action)))
             .map_err(|e| DecideError::Request(format!("context: {e}")))?;
+        // Schema-directed parsing does not catch every mismatch (a string where a Bool is
+        // declared passes it), so the context is validated against the action's context type.
+        context.validate(&self.schema, &slice.action).map_err(|e| DecideError::Request(format!("context: {e}")))?;
         // The slice exists, so the schema admits these types for this action, and the context
-        // was just checked against the action's context type: no second validation.
+        // was just checked: the request needs no second validation.
         let cedar_request = Request::new(principal, slice.action.clone(), resource, context, None)
             .map_err(|e| DecideError::Request(e.to_string()))?;
         let slice = &slice.policies;
@@ -374,7 +377,7 @@ mod tests {
             Err(PolicyError::Syntax(_))
         ));
         let unknown = r#"permit(principal is Acgs::Robot, action, resource);"#;
-        assert!(matches!(Engine::compile(1, unknown, schema(), &json!([])), Err(PolicyError::Invalid(_))));
+        assert!(matches!(Engine::compile(1, unknown, schema(), &json!([])), Err(PolicyError::UnknownNames(_))));
         let bad_entities = json!([{ "uid": { "type": "Acgs::Tool", "id": "t" }, "attrs": {}, "parents": [] }]);
         assert!(Engine::compile(1, SET, schema(), &bad_entities).is_err());
     }

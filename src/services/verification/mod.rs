@@ -1,22 +1,250 @@
-//! The verification service (port 8003): formal verification of Cedar policy sets against the constitution's invariants with cedar-policy-symcc and cvc5.
+//! The verification service (port 8003): formal verification of Cedar policy sets against the
+//! active constitution's invariants, with cedar-policy-symcc and the cvc5 solver.
 //!
-//! Not built yet (the policies issue builds it). Until then it serves only the shared endpoints
-//! (`/health`, `/ready`, `/metrics`, `/openapi.json`) and answers every other path 404: nothing
-//! here pretends to do the work.
+//! `POST /api/v1/verify` takes a policy set (text), optionally its schema (default: the embedded
+//! governance schema), the checks to run and another set to compare against; it answers one
+//! result per check ([`report`]). The work of one verification runs on a thread of its own with a
+//! large stack (Cedar's parser, validator and symbolic compiler recurse over expressions) and its
+//! own single-threaded runtime; at most `verification.max_concurrent` run at once, the rest wait.
+//! Each check has a time-out (`verification.timeout_ms`, or less if the request asks): past it the
+//! solver's process group is killed and the check is `unknown`.
+//!
+//! Modules: [`report`] (the request and report types), [`checks`] (preparing the input and
+//! running the checks), [`solver`] (finding cvc5 and running it), [`bounded`] (enumeration when
+//! there is no solver), [`counterexample`] (re-evaluating and writing counterexamples),
+//! [`client`] (how other services call this one), `routes` (HTTP).
+//!
+//! # The compliance score
+//!
+//! `acgs_constitutional_compliance_score` is the share of the constitution's invariants proved
+//! for the policy set *in force*. That set lives in the consensus service (not built yet), so this
+//! service cannot know it by itself: consensus calls [`VerificationService::verify_active`] (in
+//! process, or `POST /api/v1/verify` with `"active": true` as `service`/`admin`) whenever a set is
+//! activated or the constitution is ratified, and the gauge follows. Until the first such call it
+//! is not set (absent from `/metrics` rather than a made-up number).
 
-use axum::Router;
+pub mod bounded;
+pub mod checks;
+pub mod client;
+pub mod counterexample;
+pub mod report;
+mod routes;
+pub mod solver;
 
-use crate::kernel::http::ServiceApp;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prometheus::{Gauge, HistogramOpts, HistogramVec, IntCounterVec, Opts};
+use tokio::sync::Semaphore;
+
+use crate::config::Config;
+use crate::kernel::http::{ReadyCheck, ServiceApp};
 use crate::kernel::metrics::Metrics;
 use crate::kernel::service::ServiceName;
+use crate::services::constitution::client::ConstitutionClient;
 
-/// The HTTP application of this service: shared endpoints only.
-pub fn app() -> ServiceApp {
-    ServiceApp {
-        name: ServiceName::Verification,
-        routes: Router::new(),
-        openapi: utoipa::openapi::OpenApi::default(),
-        ready: Vec::new(),
-        metrics: Metrics::new(ServiceName::Verification.as_str()),
+use checks::{InputError, Limits};
+use report::{ConstitutionRef, SolverInfo, VerifyReport, VerifyRequest};
+use solver::SolverChoice;
+
+/// The stack of a verification thread. Only what is touched is committed; the bound is what
+/// Cedar's recursion may use on the largest input the kernel's limits let through.
+const STACK_BYTES: usize = 256 * 1024 * 1024;
+
+/// Why the verification service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Solver(#[from] solver::SolverSetupError),
+}
+
+/// Why a verification was not done.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The caller's input (4xx).
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// The active constitution could not be had (503).
+    #[error("the active constitution is not available: {0}")]
+    Constitution(String),
+    /// Ours (500).
+    #[error("verification failed: {0}")]
+    Internal(String),
+}
+
+/// The service's state, shared by its routes and its in-process client.
+pub struct VerificationCore {
+    constitution: ConstitutionClient,
+    solver: SolverChoice,
+    limits: Limits,
+    running: Arc<Semaphore>,
+    metrics: Metrics,
+    compliance: Gauge,
+    /// The gauge is registered (shown) from the first score on, never as a made-up 0.
+    compliance_shown: std::sync::Once,
+    results: IntCounterVec,
+    durations: HistogramVec,
+}
+
+/// A running verification service.
+#[derive(Clone)]
+pub struct VerificationService {
+    core: Arc<VerificationCore>,
+}
+
+impl VerificationService {
+    /// Finds the solver (a configured one that is missing or too old stops start-up) and sets up
+    /// the metrics. `constitution` is how the active constitution is read.
+    pub async fn start(config: &Config, constitution: ConstitutionClient) -> Result<VerificationService, StartError> {
+        let settings = &config.verification;
+        let solver = solver::locate(&settings.cvc5).await?;
+        match &solver {
+            SolverChoice::Cvc5(cvc5) => {
+                tracing::info!(path = %cvc5.path.display(), version = %cvc5.version, "verification: proofs by cvc5");
+            }
+            SolverChoice::Missing { reason } => {
+                tracing::warn!(%reason, "verification: checks fall back to bounded enumeration, which proves nothing");
+            }
+        }
+        let metrics = Metrics::new(ServiceName::Verification.as_str());
+        let compliance = Gauge::new(
+            "acgs_constitutional_compliance_score",
+            "Share of the constitution's invariants proved for the policy set in force (0..1)",
+        )
+        .expect("static metric definition is valid");
+        let results = IntCounterVec::new(
+            Opts::new("acgs_verifications_total", "Verification check results, by check and status"),
+            &["check", "status"],
+        )
+        .expect("static metric definition is valid");
+        let durations = HistogramVec::new(
+            HistogramOpts::new("acgs_verification_check_duration_seconds", "Time one verification check took")
+                .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            &["check"],
+        )
+        .expect("static metric definition is valid");
+        metrics.register(&results);
+        metrics.register(&durations);
+        let core = Arc::new(VerificationCore {
+            constitution,
+            solver,
+            limits: Limits {
+                timeout: Duration::from_millis(settings.timeout_ms.max(1)),
+                bounded_max_requests: settings.bounded_max_requests.max(1),
+            },
+            running: Arc::new(Semaphore::new(usize::try_from(settings.max_concurrent.max(1)).unwrap_or(1))),
+            metrics,
+            compliance,
+            compliance_shown: std::sync::Once::new(),
+            results,
+            durations,
+        });
+        Ok(VerificationService { core })
+    }
+
+    /// The in-process client other services in this process use.
+    pub fn client(&self) -> client::VerificationClient {
+        client::VerificationClient::InProcess(self.core.clone())
+    }
+
+    /// Verifies the policy set in force and records its compliance score (see the module docs:
+    /// the consensus service calls this on activation and after a ratification).
+    pub async fn verify_active(&self, policies: &str, schema: Option<&str>) -> Result<VerifyReport, VerifyError> {
+        self.core.verify_active(policies, schema).await
+    }
+
+    /// The HTTP application of this service.
+    pub fn app(&self) -> ServiceApp {
+        let constitution = self.core.constitution.clone();
+        ServiceApp {
+            name: ServiceName::Verification,
+            routes: routes::router(self.core.clone()),
+            openapi: routes::openapi(),
+            ready: vec![ReadyCheck::new("constitution_service", move || {
+                let constitution = constitution.clone();
+                async move { constitution.active().await.map(|_| ()) }
+            })],
+            metrics: self.core.metrics.clone(),
+        }
+    }
+}
+
+impl VerificationCore {
+    /// The solver in use, as reports name it.
+    fn solver_info(&self) -> Option<SolverInfo> {
+        match &self.solver {
+            SolverChoice::Cvc5(cvc5) => Some(SolverInfo { name: "cvc5".into(), version: cvc5.version.clone() }),
+            SolverChoice::Missing { .. } => None,
+        }
+    }
+
+    /// Runs one verification.
+    pub(crate) async fn verify(&self, request: &VerifyRequest) -> Result<VerifyReport, VerifyError> {
+        let started = Instant::now();
+        let active = self.constitution.active().await.map_err(VerifyError::Constitution)?;
+        let limits = Limits {
+            timeout: request
+                .timeout_ms
+                .map_or(self.limits.timeout, |ms| Duration::from_millis(ms.max(1)).min(self.limits.timeout)),
+            ..self.limits
+        };
+        let permit = self.running.clone().acquire_owned().await.map_err(|e| VerifyError::Internal(e.to_string()))?;
+        let solver = self.solver.clone();
+        let in_force = request.active;
+        let request = request.clone();
+        let document = active.document.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("acgs-verify".into())
+            .stack_size(STACK_BYTES)
+            .spawn(move || {
+                let _permit = permit;
+                let outcome = (|| {
+                    let inputs = checks::prepare(&request, &document)?;
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|e| VerifyError::Internal(format!("cannot start a runtime: {e}")))?;
+                    let invariants_checked = inputs.checks.contains(&report::CheckKind::Invariants);
+                    let results = runtime.block_on(checks::run(&inputs, &solver, limits));
+                    Ok::<_, VerifyError>((results, invariants_checked))
+                })();
+                let _ = tx.send(outcome);
+            })
+            .map_err(|e| VerifyError::Internal(format!("cannot start a verification thread: {e}")))?;
+        let (results, invariants_checked) = rx
+            .await
+            .map_err(|_| VerifyError::Internal("the verification thread stopped without an answer".into()))??;
+        for r in &results {
+            self.results.with_label_values(&[r.check.as_str(), r.status.as_str()]).inc();
+            self.durations.with_label_values(&[r.check.as_str()]).observe(r.duration_ms as f64 / 1000.0);
+        }
+        let summary = VerifyReport::summarise(&results, invariants_checked);
+        if in_force && let Some(score) = summary.compliance {
+            self.compliance.set(score);
+            self.compliance_shown.call_once(|| self.metrics.register(&self.compliance));
+        }
+        Ok(VerifyReport {
+            constitution: ConstitutionRef { version: active.version, hash: active.hash, sha256: active.sha256 },
+            solver: self.solver_info(),
+            results,
+            summary,
+            duration_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// [`VerificationService::verify_active`].
+    pub(crate) async fn verify_active(
+        &self,
+        policies: &str,
+        schema: Option<&str>,
+    ) -> Result<VerifyReport, VerifyError> {
+        let request = VerifyRequest {
+            policies: Some(policies.to_string()),
+            schema: schema.map(str::to_string),
+            active: true,
+            ..VerifyRequest::default()
+        };
+        self.verify(&request).await
     }
 }

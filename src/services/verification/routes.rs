@@ -1,0 +1,110 @@
+//! The verification service's HTTP route and its OpenAPI description.
+//!
+//! `POST /api/v1/verify` admits stewards (who write policy sets), admins, auditors (who check
+//! them) and other services (consensus verifies every proposal). `"active": true`, which moves
+//! the compliance gauge, is for `service` and `admin` only.
+//!
+//! Status codes: a malformed policy text is 400 with the parser's `line:column`; a schema that
+//! does not parse, entity types or actions the schema does not declare, a missing or doubled
+//! field, and `policy_set` by version (needs consensus) are 422; a text over `kernel::policy::MAX_TEXT` (8 MiB) is 413. A set
+//! that parses but fails strict validation is *not* an error: the answer is 200 with the
+//! `validation` check `refuted` (its problems carry line and column) and every other check
+//! `invalid`, never `proved`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use utoipa::OpenApi;
+
+use super::checks::InputError;
+use super::report::{
+    CheckKind, CheckResult, ConstitutionRef, Counterexample, Direction, PolicySource, RequestJson, SolverInfo, Status,
+    Summary, VerifyReport, VerifyRequest,
+};
+use super::{VerificationCore, VerifyError};
+use crate::kernel::auth::{Authorized, Role, RouteRoles};
+use crate::kernel::error::{ApiError, Json};
+use crate::kernel::http::BearerAuth;
+use crate::kernel::policy::PolicyError;
+
+/// Who may ask for a verification.
+pub struct Verifiers;
+impl RouteRoles for Verifiers {
+    const ROLES: &'static [Role] = &[Role::Steward, Role::Admin, Role::Auditor, Role::Service];
+}
+
+pub fn router(core: Arc<VerificationCore>) -> Router {
+    Router::new().route("/api/v1/verify", post(verify)).with_state(core)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(verify),
+    components(schemas(VerifyRequest, PolicySource, CheckKind, VerifyReport, CheckResult, Status, Direction,
+        Counterexample, RequestJson, ConstitutionRef, SolverInfo, Summary)),
+    modifiers(&BearerAuth)
+)]
+struct VerificationApi;
+
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    VerificationApi::openapi()
+}
+
+impl From<VerifyError> for ApiError {
+    fn from(e: VerifyError) -> Self {
+        match e {
+            VerifyError::Input(input) => input_error(input),
+            VerifyError::Constitution(why) => {
+                tracing::warn!(error = %why, "verification without a constitution");
+                ApiError::unavailable(format!("the active constitution is not available: {why}"))
+            }
+            VerifyError::Internal(why) => ApiError::internal(why),
+        }
+    }
+}
+
+fn input_error(e: InputError) -> ApiError {
+    let message = e.to_string();
+    match e {
+        InputError::Missing(_) => ApiError::validation(message),
+        InputError::NotBuilt(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "not_built", message),
+        InputError::Policy { error, .. } => match error {
+            PolicyError::TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message),
+            PolicyError::Syntax(_) => ApiError::new(StatusCode::BAD_REQUEST, "cedar_syntax", message),
+            PolicyError::Schema(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_schema", message),
+            PolicyError::UnknownNames(_) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown_entity_type", message)
+            }
+            PolicyError::DuplicateId(_) | PolicyError::Invalid(_) => ApiError::validation(message),
+        },
+    }
+}
+
+/// Verifies a policy set: strict validation, never-errors per policy, every invariant of the
+/// active constitution, and (with `compare_to`) what the set allows that the other did not.
+#[utoipa::path(post, path = "/api/v1/verify", tag = "verification",
+    request_body = VerifyRequest,
+    responses(
+        (status = 200, body = VerifyReport, description = "One result per check"),
+        (status = 400, description = "Malformed JSON or Cedar syntax (with line:column)"),
+        (status = 401, description = "No valid token"),
+        (status = 403, description = "Not a steward, admin, auditor or service; or `active` without service/admin"),
+        (status = 413, description = "A text over 8 MiB, or a body over the limit"),
+        (status = 422, description = "Schema errors, names the schema does not declare, missing fields, policy_set by version"),
+        (status = 503, description = "The active constitution cannot be read")),
+    security(("bearer" = [])))]
+async fn verify(
+    State(core): State<Arc<VerificationCore>>,
+    caller: Authorized<Verifiers>,
+    Json(request): Json<VerifyRequest>,
+) -> Result<Json<VerifyReport>, ApiError> {
+    if request.active && !caller.has(Role::Service) && !caller.has(Role::Admin) {
+        return Err(ApiError::forbidden(
+            "\"active\": true (recording the compliance score) is for services and admins",
+        ));
+    }
+    Ok(Json(core.verify(&request).await?))
+}
