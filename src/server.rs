@@ -27,6 +27,7 @@ use crate::services::constitution::client::ConstitutionClient;
 use crate::services::constitution::{self, ConstitutionService};
 use crate::services::integrity::client::IntegrityClient;
 use crate::services::integrity::{self, IntegrityService};
+use crate::services::verification::client::VerificationClient;
 use crate::services::verification::{self, VerificationService};
 use crate::services::{consensus, evolution, simulation};
 
@@ -164,16 +165,23 @@ pub async fn start(config: Config, selection: &[ServiceName]) -> Result<Stack, S
     };
     check_pinned(&config, &digest.short)?;
     let hash = HashCell::new(&digest.short);
-    // Verification reads the active constitution: in this process, or over HTTP.
+    // Verification and consensus read the active constitution: in this process, or over HTTP.
+    let constitution_client = match (&constitution_service, config.peer_url(ServiceName::Constitution)) {
+        (Some(service), _) => service.client(),
+        (None, Some(url)) => ConstitutionClient::http(url),
+        (None, None) => ConstitutionClient::Unconfigured,
+    };
     let verification_service = if selection.contains(&ServiceName::Verification) {
-        let constitution_client = match (&constitution_service, config.peer_url(ServiceName::Constitution)) {
-            (Some(service), _) => service.client(),
-            (None, Some(url)) => ConstitutionClient::http(url),
-            (None, None) => ConstitutionClient::Unconfigured,
-        };
-        Some(VerificationService::start(&config, constitution_client).await?)
+        Some(VerificationService::start(&config, constitution_client.clone()).await?)
     } else {
         None
+    };
+    // Over HTTP the verification service needs a service token: the distributed-mode issue
+    // provides one; until then a remote verifier refuses and proposals stay unverified.
+    let verification_client = match (&verification_service, config.peer_url(ServiceName::Verification)) {
+        (Some(service), _) => service.client(),
+        (None, Some(url)) => VerificationClient::http(url, None),
+        (None, None) => VerificationClient::Unconfigured,
     };
 
     let key_source: Arc<dyn KeySource> = Arc::new(auth_client.clone());
@@ -206,7 +214,16 @@ pub async fn start(config: Config, selection: &[ServiceName]) -> Result<Stack, S
         (None, None) => None,
     };
     let consensus_service = if selection.contains(&ServiceName::Consensus) {
-        let (service, writer) = consensus::ConsensusService::start(&config, hash.clone(), audit_sink.clone()).await?;
+        let peers = consensus::Peers {
+            auth: auth_client.clone(),
+            constitution: constitution_client.clone(),
+            verification: verification_client.clone(),
+            bus: bus.clone(),
+        };
+        let (service, writer) =
+            consensus::ConsensusService::start(&config, hash.clone(), audit_sink.clone(), peers).await?;
+        let interval = Duration::from_millis(config.consensus.close_check_interval_ms.max(1));
+        background.push(service.spawn_worker(interval));
         match writer {
             Some(writer) => background.push(tokio::spawn(writer)),
             None => tracing::warn!(

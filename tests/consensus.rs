@@ -5,13 +5,7 @@
 
 mod common;
 
-use std::time::Duration;
-
 use acgs::kernel::service::ServiceName;
-use acgs::services::integrity::note::{self, NoteVerifier};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
-use common::rfc9162 as rfc;
 use common::{TestApp, error_code, spawn_app};
 use serde_json::{Value, json};
 
@@ -106,58 +100,12 @@ async fn an_agent_gets_decisions_and_each_is_in_the_log_with_a_proof() {
     assert_eq!(deny_audit["decision"], "deny");
 
     // Each decision id is in the log; its inclusion proof verifies against a signed checkpoint.
-    let key =
-        app.get(&app.url(ServiceName::Integrity, "/api/v1/log/public-key"), None).await.text().await.expect("key");
-    let key = NoteVerifier::parse(key.trim()).expect("key");
     for decision in [&allow, &deny, &deny_audit] {
         let id = decision["decision_id"].as_str().expect("id");
-        let search = app.url(ServiceName::Integrity, &format!("/api/v1/log/search?subject=decision:{id}"));
-        let mut found = Value::Null;
-        for _ in 0..100 {
-            found = app.get(&search, None).await.json().await.expect("json");
-            if !found["entries"].as_array().expect("entries").is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let entry = &found["entries"][0];
+        let entry = common::assert_logged_with_proof(&app, &format!("decision:{id}")).await;
         assert_eq!(entry["event"]["event_id"], id);
         assert_eq!(entry["event"]["kind"], "consensus.decision");
         assert_eq!(entry["event"]["data"]["decision"], decision["decision"]);
-        let index = entry["index"].as_u64().expect("index");
-        let leaf = rfc::leaf(&B64.decode(entry["leaf"].as_str().expect("leaf")).expect("b64"));
-        let checkpoint = loop {
-            let text = app
-                .get(&app.url(ServiceName::Integrity, "/api/v1/log/checkpoint"), None)
-                .await
-                .text()
-                .await
-                .expect("cp");
-            let cp = note::verify_checkpoint(&text, &key, None).expect("checkpoint verifies");
-            if cp.size > index {
-                break cp;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        let proof: Value = app
-            .get(
-                &app.url(
-                    ServiceName::Integrity,
-                    &format!("/api/v1/log/proof/inclusion?index={index}&tree_size={}", checkpoint.size),
-                ),
-                None,
-            )
-            .await
-            .json()
-            .await
-            .expect("json");
-        let path: Vec<rfc::H> = proof["hashes"]
-            .as_array()
-            .expect("hashes")
-            .iter()
-            .map(|h| B64.decode(h.as_str().expect("b64")).expect("b64").try_into().expect("32 bytes"))
-            .collect();
-        assert!(rfc::verify_inclusion(index, checkpoint.size, &leaf, &path, &checkpoint.root), "decision {id}");
     }
 
     // Metrics count them.

@@ -18,6 +18,9 @@ pub mod subjects {
     /// An amendment was ratified and a new constitution version is active:
     /// `{"version": 2, "hash": "<16 hex>", "sha256": "<64 hex>"}`.
     pub const CONSTITUTION_RATIFIED: &str = "acgs.constitution.ratified";
+    /// A policy set was activated (by an approved proposal or break-glass):
+    /// `{"version": 2, "sha256": "<64 hex>", "proposal": "<id>" | null}`.
+    pub const POLICY_ACTIVATED: &str = "acgs.consensus.policy_activated";
 }
 
 /// One message on the bus.

@@ -59,6 +59,40 @@ impl Choice {
     }
 }
 
+/// The votes cast so far on one amendment or proposal.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct VoteCounts {
+    pub approve: u64,
+    pub reject: u64,
+    pub abstain: u64,
+}
+
+impl VoteCounts {
+    /// From the rows of `SELECT choice, COUNT(*) … GROUP BY choice`.
+    pub fn from_rows(rows: &[crate::kernel::storage::Row]) -> Result<VoteCounts, crate::kernel::storage::StorageError> {
+        let mut c = VoteCounts::default();
+        for row in rows {
+            let n = u64::try_from(row.get_i64(1)?).unwrap_or(0);
+            match row.get_str(0)? {
+                "approve" => c.approve = n,
+                "reject" => c.reject = n,
+                "abstain" => c.abstain = n,
+                other => {
+                    return Err(crate::kernel::storage::StorageError::Database(format!(
+                        "stored vote choice cannot be read: {other}"
+                    )));
+                }
+            }
+        }
+        Ok(c)
+    }
+
+    /// The tally of these votes with `eligible` members under `rules`.
+    pub fn tally(&self, eligible: u64, rules: &VotingRules) -> Tally {
+        Tally::count(self.approve, self.reject, self.abstain, eligible, rules)
+    }
+}
+
 /// The count of a vote (an amendment, a policy proposal) against the rules, at close.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -74,6 +74,23 @@ pub enum PolicyError {
 }
 
 impl PolicyError {
+    /// The HTTP answer when a caller's text was refused: Cedar syntax 400 (with `line:column` in
+    /// the message), a text over [`MAX_TEXT`] 413, a schema that does not parse or names the
+    /// schema lacks 422, strict-validation failures 422. `what` names the text (`policies`).
+    pub fn to_api_error(&self, what: &str) -> crate::kernel::error::ApiError {
+        use crate::kernel::error::ApiError;
+        use axum::http::StatusCode;
+        let message = format!("{what}: {self}");
+        let (status, code) = match self {
+            PolicyError::Syntax(_) => (StatusCode::BAD_REQUEST, "cedar_syntax"),
+            PolicyError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            PolicyError::Schema(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_schema"),
+            PolicyError::UnknownNames(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_entity_type"),
+            PolicyError::DuplicateId(_) | PolicyError::Invalid(_) => return ApiError::validation(message),
+        };
+        ApiError::new(status, code, message)
+    }
+
     /// The problems, for a structured answer.
     pub fn problems(&self) -> Vec<Problem> {
         match self {

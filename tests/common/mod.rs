@@ -11,6 +11,7 @@ use acgs::kernel::service::ServiceName;
 use acgs::server::{self, Stack};
 use serde_json::Value;
 
+pub mod cedar;
 pub mod process;
 pub mod rfc9162;
 
@@ -178,4 +179,59 @@ pub async fn error_code(response: reqwest::Response) -> (u16, String) {
 
 pub fn wait() -> Duration {
     Duration::from_millis(50)
+}
+
+/// Waits (up to 5 s) for the first log entry with `subject`, checks that its inclusion proof
+/// verifies, with the test suite's own RFC 9162 verifier, against a checkpoint signed by the log's
+/// published key, and returns the entry.
+pub async fn assert_logged_with_proof(app: &TestApp, subject: &str) -> Value {
+    use acgs::services::integrity::note::{self, NoteVerifier};
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD as B64;
+
+    let key =
+        app.get(&app.url(ServiceName::Integrity, "/api/v1/log/public-key"), None).await.text().await.expect("key");
+    let key = NoteVerifier::parse(key.trim()).expect("key");
+    let search = app.url(ServiceName::Integrity, &format!("/api/v1/log/search?subject={subject}"));
+    let mut found = Value::Null;
+    for _ in 0..250 {
+        found = app.get(&search, None).await.json().await.expect("json");
+        if !found["entries"].as_array().expect("entries").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let entry = found["entries"][0].clone();
+    assert!(entry.is_object(), "no log entry with subject {subject}");
+    let index = entry["index"].as_u64().expect("index");
+    let leaf = rfc9162::leaf(&B64.decode(entry["leaf"].as_str().expect("leaf")).expect("b64"));
+    let checkpoint = loop {
+        let text =
+            app.get(&app.url(ServiceName::Integrity, "/api/v1/log/checkpoint"), None).await.text().await.expect("cp");
+        let cp = note::verify_checkpoint(&text, &key, None).expect("checkpoint verifies");
+        if cp.size > index {
+            break cp;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let proof: Value = app
+        .get(
+            &app.url(
+                ServiceName::Integrity,
+                &format!("/api/v1/log/proof/inclusion?index={index}&tree_size={}", checkpoint.size),
+            ),
+            None,
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+    let path: Vec<rfc9162::H> = proof["hashes"]
+        .as_array()
+        .expect("hashes")
+        .iter()
+        .map(|h| B64.decode(h.as_str().expect("b64")).expect("b64").try_into().expect("32 bytes"))
+        .collect();
+    assert!(rfc9162::verify_inclusion(index, checkpoint.size, &leaf, &path, &checkpoint.root), "{subject}");
+    entry
 }

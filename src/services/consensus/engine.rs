@@ -208,6 +208,12 @@ impl Engine {
         self.version
     }
 
+    /// The same engine serving as `version` (activation learns the number in its transaction).
+    pub fn with_version(mut self, version: i64) -> Engine {
+        self.version = version;
+        self
+    }
+
     /// How many policies the set has.
     pub fn policy_count(&self) -> usize {
         self.policies

@@ -1,39 +1,54 @@
-//! The consensus service (port 8005): versioned Cedar policy sets and the decision API.
+//! The consensus service (port 8005): versioned Cedar policy sets, the proposals that change them,
+//! policy generation, and the decision API.
 //!
 //! A policy set is Cedar policies, the schema they are strictly valid against, and the set's own
 //! entities; versions are immutable and exactly one is active. On a fresh store the embedded
 //! genesis set (`embedded/policies/genesis.cedar` over the governance schema) is version 1.
 //!
+//! The active set changes only through [`lifecycle`]: a proposal (a new set, or a rollback to an
+//! earlier version's content) is verified against the constitution by the verification service,
+//! voted on by stewards under the constitution's quorum, approval threshold and voting period,
+//! and activated atomically when approved; an admin's break-glass activation skips the vote but
+//! never the constitution. [`generate`] writes a principle's structured intent out as Cedar.
+//!
 //! `POST /api/v1/decide` answers from the active set's [`engine::Engine`] (sliced by request
 //! environment, so unrelated policies cost nothing) and hands the decision to the integrity log
 //! through [`decisions::DecisionLog`] without waiting for it. Any error is a refusal with its
 //! reason; nothing is ever allowed by default.
-//!
-//! Proposals voted on by stewards and verified against the constitution are built on top of
-//! this (see the policies issue); until they land, the active set changes only at genesis.
 
 pub mod decisions;
 pub mod engine;
+pub mod generate;
+mod governance;
+mod lifecycle;
+pub mod proposals;
 mod routes;
 mod store;
 
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use prometheus::{IntCounterVec, IntGauge, Opts};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::kernel::audit::AuditSink;
 use crate::kernel::auth::now_secs;
+use crate::kernel::bus::{Bus, subjects};
 use crate::kernel::constitution::HashCell;
 use crate::kernel::http::{ReadyCheck, ServiceApp};
 use crate::kernel::metrics::Metrics;
 use crate::kernel::policy::{self, PolicyError};
 use crate::kernel::service::ServiceName;
 use crate::kernel::storage::{Db, StorageError};
+use crate::services::auth::client::AuthClient;
+use crate::services::constitution::client::ConstitutionClient;
+use crate::services::verification::client::VerificationClient;
 
 pub use decisions::LogMode;
 use engine::Engine;
-use store::{Content, SetVersion, Store};
+use store::{Content, Store};
 
 /// Path of the genesis policy set inside `embedded/`.
 pub const GENESIS_PATH: &str = "policies/genesis.cedar";
@@ -49,15 +64,35 @@ pub enum StartError {
     LogMode(String),
 }
 
+/// The services consensus works with: who counts stewards, where the constitution and the
+/// verifier are, and the bus activations are announced on.
+#[derive(Clone)]
+pub struct Peers {
+    pub auth: AuthClient,
+    pub constitution: ConstitutionClient,
+    pub verification: VerificationClient,
+    pub bus: Bus,
+}
+
 /// The service's state, shared by its routes and background tasks.
 pub struct ConsensusCore {
     db: Db,
     hash: HashCell,
     engine: RwLock<Arc<Engine>>,
     log: decisions::DecisionLog,
+    auth: AuthClient,
+    constitution: ConstitutionClient,
+    verification: VerificationClient,
+    bus: Bus,
+    /// Wakes the worker: a proposal is waiting for verification.
+    wake: Notify,
     metrics: Metrics,
     /// Decisions by outcome (allow, deny, error).
     decisions: IntCounterVec,
+    /// Proposals closed, by outcome (activated, rejected, expired).
+    proposals_closed: IntCounterVec,
+    /// The active set's version.
+    version: IntGauge,
 }
 
 /// A running consensus service.
@@ -79,10 +114,10 @@ pub fn genesis_content() -> Content {
     }
 }
 
-/// Compiles a stored version into an engine.
-fn compile(v: &SetVersion) -> Result<Engine, PolicyError> {
-    let schema = policy::parse_schema(&v.content.schema)?;
-    let entities: serde_json::Value = serde_json::from_str(&v.content.entities).map_err(|e| {
+/// Compiles a policy set's content into an engine serving it as `version`.
+fn compile(version: i64, content: &Content) -> Result<Engine, PolicyError> {
+    let schema = policy::parse_schema(&content.schema)?;
+    let entities: serde_json::Value = serde_json::from_str(&content.entities).map_err(|e| {
         PolicyError::Invalid(vec![policy::Problem {
             message: format!("entities: {e}"),
             line: None,
@@ -90,7 +125,7 @@ fn compile(v: &SetVersion) -> Result<Engine, PolicyError> {
             policy: None,
         }])
     })?;
-    Engine::compile(v.version, &v.content.policies, Arc::new(schema), &entities)
+    Engine::compile(version, &content.policies, Arc::new(schema), &entities)
 }
 
 impl ConsensusService {
@@ -101,13 +136,15 @@ impl ConsensusService {
         config: &Config,
         hash: HashCell,
         sink: Option<Arc<dyn AuditSink>>,
+        peers: Peers,
     ) -> Result<(ConsensusService, Option<futures::future::BoxFuture<'static, ()>>), StartError> {
         let mode = LogMode::parse(&config.consensus.decision_log).map_err(StartError::LogMode)?;
         let db = Db::open(ServiceName::Consensus.as_str(), &config.storage()).await?;
         let migrations = crate::embedded::migrations(ServiceName::Consensus)?;
         db.migrate(&migrations).await?;
         let active = Store(&db).active_or_init(&genesis_content(), now_secs() as i64).await?;
-        let engine = compile(&active).map_err(|source| StartError::Active { version: active.version, source })?;
+        let engine = compile(active.version, &active.content)
+            .map_err(|source| StartError::Active { version: active.version, source })?;
         let metrics = Metrics::new(ServiceName::Consensus.as_str());
         let decisions = IntCounterVec::new(
             Opts::new("acgs_decisions_total", "Decisions by outcome (allow, deny, error)"),
@@ -116,13 +153,65 @@ impl ConsensusService {
         .expect("static metric definition is valid");
         let version = IntGauge::new("acgs_policy_set_version", "The active policy set's version")
             .expect("static metric definition is valid");
+        let proposals_closed = IntCounterVec::new(
+            Opts::new(
+                "acgs_proposals_closed_total",
+                "Policy proposals closed, by outcome (activated, rejected, expired)",
+            ),
+            &["outcome"],
+        )
+        .expect("static metric definition is valid");
         metrics.register(&decisions);
         metrics.register(&version);
+        metrics.register(&proposals_closed);
         version.set(active.version);
         let capacity = usize::try_from(config.consensus.decision_queue).unwrap_or(usize::MAX);
         let (log, writer) = decisions::DecisionLog::new(mode, capacity, sink, &metrics);
-        let core = Arc::new(ConsensusCore { db, hash, engine: RwLock::new(Arc::new(engine)), log, metrics, decisions });
+        let core = Arc::new(ConsensusCore {
+            db,
+            hash,
+            engine: RwLock::new(Arc::new(engine)),
+            log,
+            auth: peers.auth,
+            constitution: peers.constitution,
+            verification: peers.verification,
+            bus: peers.bus,
+            wake: Notify::new(),
+            metrics,
+            decisions,
+            proposals_closed,
+            version,
+        });
         Ok((ConsensusService { core }, writer))
+    }
+
+    /// The background work: verifies proposals as they arrive (and any left `verifying` by a
+    /// restart), closes votes at their deadline every `interval`, and keeps the compliance score
+    /// of the set in force current (now, and after every ratification on the bus).
+    pub fn spawn_worker(&self, interval: Duration) -> JoinHandle<()> {
+        let core = self.core.clone();
+        let mut ratified = core.bus.subscribe(subjects::CONSTITUTION_RATIFIED);
+        tokio::spawn(async move {
+            match core.active_content().await {
+                Ok(active) => core.score_active(active.content),
+                Err(e) => tracing::warn!(error = %e, "cannot score the policy set in force"),
+            }
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = core.wake.notified() => {}
+                    Some(_) = ratified.next() => {
+                        if let Ok(active) = core.active_content().await {
+                            core.score_active(active.content);
+                        }
+                    }
+                }
+                core.verify_pending().await;
+                core.close_due().await;
+            }
+        })
     }
 
     /// The active policy set's version.
@@ -139,8 +228,12 @@ impl ConsensusService {
     pub fn app(&self) -> ServiceApp {
         ServiceApp {
             name: ServiceName::Consensus,
-            routes: routes::router(self.core.clone()),
-            openapi: routes::openapi(),
+            routes: routes::router(self.core.clone()).merge(governance::router(self.core.clone())),
+            openapi: {
+                let mut api = routes::openapi();
+                api.merge(governance::openapi());
+                api
+            },
             ready: vec![ReadyCheck::storage(self.core.db.clone())],
             metrics: self.core.metrics.clone(),
         }
@@ -153,6 +246,14 @@ impl ConsensusCore {
         match self.engine.read() {
             Ok(guard) => guard.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Serves `engine` from the next decision on.
+    fn swap_engine(&self, engine: Arc<Engine>) {
+        match self.engine.write() {
+            Ok(mut guard) => *guard = engine,
+            Err(poisoned) => *poisoned.into_inner() = engine,
         }
     }
 }

@@ -17,10 +17,10 @@ use utoipa::{OpenApi, ToSchema};
 use crate::kernel::http::BearerAuth;
 
 use super::model::{self, Change, Diff, Status};
-use super::store::{Amendment, Counts, Store, Version};
+use super::store::{Amendment, Store, Version};
 use super::{ConstitutionCore, change_error};
 use crate::kernel::auth::{Authorized, Principal, Role, RouteRoles, now_secs};
-use crate::kernel::constitution::{Choice, Tally};
+use crate::kernel::constitution::{Choice, Tally, VoteCounts};
 use crate::kernel::error::{ApiError, Json, Path, Query};
 
 type Core = State<Arc<ConstitutionCore>>;
@@ -51,7 +51,7 @@ pub fn router(core: Arc<ConstitutionCore>) -> Router {
 #[openapi(
     paths(active, hash, versions, version, diff, list_amendments, propose, get_amendment, open, vote, close, withdraw),
     components(schemas(VersionView, VersionSummary, HashView, Diff, AmendmentView, Proposal, Change, Status,
-        VoteRequest, Choice, Tally, CountsView, VoteReceipt)),
+        VoteRequest, Choice, Tally, VoteCounts, VoteReceipt)),
     modifiers(&BearerAuth)
 )]
 struct ConstitutionApi;
@@ -186,19 +186,6 @@ async fn diff(State(core): Core, Query(q): Query<DiffQuery>) -> Result<Json<serd
 // Amendments
 
 #[derive(Debug, Serialize, ToSchema)]
-struct CountsView {
-    approve: u64,
-    reject: u64,
-    abstain: u64,
-}
-
-impl From<Counts> for CountsView {
-    fn from(c: Counts) -> Self {
-        CountsView { approve: c.approve, reject: c.reject, abstain: c.abstain }
-    }
-}
-
-#[derive(Debug, Serialize, ToSchema)]
 struct AmendmentView {
     id: String,
     title: String,
@@ -216,14 +203,14 @@ struct AmendmentView {
     deadline: Option<i64>,
     closed_at: Option<i64>,
     /// Votes so far.
-    votes: CountsView,
+    votes: VoteCounts,
     /// The tally at close (ratified or rejected).
     outcome: Option<Tally>,
     /// The version a ratification created.
     ratified_version: Option<i64>,
 }
 
-fn view(a: Amendment, votes: Counts) -> AmendmentView {
+fn view(a: Amendment, votes: VoteCounts) -> AmendmentView {
     AmendmentView {
         id: a.id,
         title: a.title,
@@ -237,7 +224,7 @@ fn view(a: Amendment, votes: Counts) -> AmendmentView {
         opened_at: a.opened_at,
         deadline: a.deadline,
         closed_at: a.closed_at,
-        votes: votes.into(),
+        votes,
         outcome: a.outcome,
         ratified_version: a.ratified_version,
     }
@@ -299,7 +286,7 @@ async fn propose(
         ratified_version: None,
     };
     Store(&core.db).insert_amendment(&a).await?;
-    Ok((StatusCode::CREATED, Json(view(a, Counts::default()))))
+    Ok((StatusCode::CREATED, Json(view(a, VoteCounts::default()))))
 }
 
 #[derive(Debug, Deserialize)]
@@ -396,7 +383,7 @@ struct VoteRequest {
 struct VoteReceipt {
     amendment_id: String,
     choice: Choice,
-    votes: CountsView,
+    votes: VoteCounts,
 }
 
 /// Casts the caller's vote. Only people holding the active constitution's eligible role vote, once.
@@ -423,7 +410,7 @@ async fn vote(
         .vote(&id, &caller.claims.sub, name, request.choice, now_secs() as i64)
         .await
         .map_err(change_error)?;
-    Ok((StatusCode::CREATED, Json(VoteReceipt { amendment_id: id, choice: request.choice, votes: counts.into() })))
+    Ok((StatusCode::CREATED, Json(VoteReceipt { amendment_id: id, choice: request.choice, votes: counts })))
 }
 
 /// Closes voting and tallies: ratified (and the next version created), rejected, or expired when

@@ -11,7 +11,7 @@ use crate::kernel::storage::{Db, Row, StorageError, Tx};
 use crate::params;
 
 use super::model::{Change, Status};
-use crate::kernel::constitution::{Choice, Tally};
+use crate::kernel::constitution::{Choice, Tally, VoteCounts};
 
 /// One stored version.
 #[derive(Debug, Clone)]
@@ -42,14 +42,6 @@ pub struct Amendment {
     pub closed_at: Option<i64>,
     pub outcome: Option<Tally>,
     pub ratified_version: Option<i64>,
-}
-
-/// Vote counts so far.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts {
-    pub approve: u64,
-    pub reject: u64,
-    pub abstain: u64,
 }
 
 /// Records an audit event in the outbox, inside the transaction of the state change it describes.
@@ -283,12 +275,12 @@ impl Store<'_> {
         rows.iter().map(|r| r.get_string(0)).collect()
     }
 
-    pub async fn counts(&self, id: &str) -> Result<Counts, StorageError> {
+    pub async fn counts(&self, id: &str) -> Result<VoteCounts, StorageError> {
         let rows = self
             .0
             .query("SELECT choice, COUNT(*) FROM votes WHERE amendment_id = $1 GROUP BY choice", &params![id])
             .await?;
-        counts_from(&rows)
+        VoteCounts::from_rows(&rows)
     }
 
     /// draft → voting, with the deadline.
@@ -371,7 +363,7 @@ impl Store<'_> {
         voter_name: Option<&str>,
         choice: Choice,
         now: i64,
-    ) -> Result<Counts, ChangeError> {
+    ) -> Result<VoteCounts, ChangeError> {
         let (id, voter, voter_name) = (id.to_string(), voter.to_string(), voter_name.map(str::to_owned));
         self.0
             .transaction(|tx| {
@@ -418,7 +410,7 @@ impl Store<'_> {
                             &params![id.as_str()],
                         )
                         .await?;
-                    Ok(counts_from(&rows)?)
+                    Ok(VoteCounts::from_rows(&rows)?)
                 })
             })
             .await
@@ -456,8 +448,8 @@ impl Store<'_> {
                             &params![id.as_str()],
                         )
                         .await?;
-                    let c = counts_from(&rows)?;
-                    let tally = Tally::count(c.approve, c.reject, c.abstain, eligible, &active.document.voting);
+                    let c = VoteCounts::from_rows(&rows)?;
+                    let tally = c.tally(eligible, &active.document.voting);
                     let mut version = None;
                     let status = if active.number != a.base_version {
                         Status::Expired
@@ -524,18 +516,4 @@ async fn amendment_in(tx: &mut Tx, id: &str) -> Result<Amendment, ChangeError> {
         Some(row) => Ok(amendment_from_row(&row)?),
         None => Err(ChangeError::NotFound(id.to_string())),
     }
-}
-
-fn counts_from(rows: &[Row]) -> Result<Counts, StorageError> {
-    let mut c = Counts::default();
-    for row in rows {
-        let n = u64::try_from(row.get_i64(1)?).unwrap_or(0);
-        match row.get_str(0)? {
-            "approve" => c.approve = n,
-            "reject" => c.reject = n,
-            "abstain" => c.abstain = n,
-            other => return Err(corrupt("vote choice", other)),
-        }
-    }
-    Ok(c)
 }

@@ -28,7 +28,6 @@ use super::{VerificationCore, VerifyError};
 use crate::kernel::auth::{Authorized, Role, RouteRoles};
 use crate::kernel::error::{ApiError, Json};
 use crate::kernel::http::BearerAuth;
-use crate::kernel::policy::PolicyError;
 
 /// Who may ask for a verification.
 pub struct Verifiers;
@@ -67,19 +66,10 @@ impl From<VerifyError> for ApiError {
 }
 
 fn input_error(e: InputError) -> ApiError {
-    let message = e.to_string();
     match e {
-        InputError::Missing(_) => ApiError::validation(message),
-        InputError::NotBuilt(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "not_built", message),
-        InputError::Policy { error, .. } => match error {
-            PolicyError::TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message),
-            PolicyError::Syntax(_) => ApiError::new(StatusCode::BAD_REQUEST, "cedar_syntax", message),
-            PolicyError::Schema(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_schema", message),
-            PolicyError::UnknownNames(_) => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown_entity_type", message)
-            }
-            PolicyError::DuplicateId(_) | PolicyError::Invalid(_) => ApiError::validation(message),
-        },
+        InputError::Missing(message) => ApiError::validation(message),
+        InputError::NotBuilt(message) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "not_built", message),
+        InputError::Policy { what, error } => error.to_api_error(what),
     }
 }
 
