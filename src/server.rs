@@ -23,6 +23,7 @@ use crate::kernel::service::ServiceName;
 use crate::kernel::shutdown::Shutdown;
 use crate::services::auth::client::AuthClient;
 use crate::services::auth::{self, AdminBootstrap, AuthService};
+use crate::services::consensus::client::ConsensusClient;
 use crate::services::constitution::client::ConstitutionClient;
 use crate::services::constitution::{self, ConstitutionService};
 use crate::services::integrity::client::IntegrityClient;
@@ -235,6 +236,13 @@ pub async fn start(config: Config, selection: &[ServiceName]) -> Result<Stack, S
     } else {
         None
     };
+    if let Some(verification) = &verification_service {
+        match (&consensus_service, config.peer_url(ServiceName::Consensus)) {
+            (Some(service), _) => verification.use_policy_sets(service.client()),
+            (None, Some(url)) => verification.use_policy_sets(ConsensusClient::http(url)),
+            (None, None) => {}
+        }
+    }
     let mut relays = Vec::new();
     if let Some(service) = &auth_service {
         relays.push((ServiceName::Auth, audit_sink.clone().map(|sink| service.outbox_relay(sink))));

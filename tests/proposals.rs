@@ -333,6 +333,31 @@ async fn rollback_break_glass_and_generation() {
     assert_eq!(closed["status"], "activated", "{closed}");
     assert_eq!(decide(&g, &agent_reads_dataset("public")).await["policy_set_version"], 2);
 
+    // The verification service reads stored sets by version from consensus: version 2 against 1.
+    let response = g
+        .app
+        .http
+        .post(g.app.url(ServiceName::Verification, "/api/v1/verify"))
+        .bearer_auth(sam)
+        .json(&json!({ "policy_set": 2, "compare_to": { "policy_set": 1 } }))
+        .send()
+        .await
+        .expect("verify");
+    assert_eq!(response.status(), 200);
+    let report: Value = response.json().await.expect("json");
+    assert_eq!(report["summary"]["invariants"], report["summary"]["invariants_proved"], "{report}");
+    assert_eq!(report["summary"]["equivalent"], false);
+    let missing = g
+        .app
+        .http
+        .post(g.app.url(ServiceName::Verification, "/api/v1/verify"))
+        .bearer_auth(sam)
+        .json(&json!({ "policy_set": 99 }))
+        .send()
+        .await
+        .expect("verify");
+    assert_eq!(error_code(missing).await.0, 404);
+
     // Rollback is a proposal too: version 1's content comes back as version 3.
     let back = propose(&g, sue, json!({ "title": "Roll back", "rationale": "r", "rollback_to": 1 })).await;
     assert_eq!(back["rollback_to"], 1);

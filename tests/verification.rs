@@ -316,7 +316,8 @@ async fn bad_input_is_a_4xx_with_the_parsers_message_and_position() {
     )
     .await;
     expect(422, "invalid_schema", "schema", json!({"policies": "", "schema": "entity A = {"})).await;
-    expect(422, "not_built", "consensus service, which is not built yet", json!({"policy_set": 3})).await;
+    // Stored sets come from the consensus service, which this app does not run.
+    expect(503, "unavailable", "consensus", json!({"policy_set": 3})).await;
     expect(422, "invalid", "compare_to", json!({"policies": "", "checks": ["compare"]})).await;
     expect(422, "invalid", "unknown field", json!({"policies": "", "polices": ""})).await;
     expect(422, "invalid", "unknown variant", json!({"policies": "", "checks": ["everything"]})).await;

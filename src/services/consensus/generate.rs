@@ -342,7 +342,9 @@ mod tests {
         assert!(bad(cond(json!({ "attribute": "context.a", "op": "~", "value": 1 }))).contains("unknown op"));
         assert!(bad(cond(json!({ "attribute": "context.a", "op": "==" }))).contains("needs a \"value\""));
         assert!(bad(cond(json!({ "attribute": "context.a", "op": "==", "value": 1.5 }))).contains("whole number"));
-        assert!(bad(cond(json!({ "attribute": "context.a", "op": "==", "value": null }))).contains("needs a \"value\""));
+        assert!(
+            bad(cond(json!({ "attribute": "context.a", "op": "==", "value": null }))).contains("needs a \"value\"")
+        );
         assert!(bad(cond(json!({ "attribute": "context.a", "op": "in", "value": [null] }))).contains("null"));
         assert!(bad(json!({ "principle": " ", "effect": "permit" })).contains("principle"));
         assert!(serde_json::from_value::<Intent>(json!({ "principle": "p", "effect": "allow" })).is_err());

@@ -16,6 +16,7 @@
 //! through [`decisions::DecisionLog`] without waiting for it. Any error is a refusal with its
 //! reason; nothing is ever allowed by default.
 
+pub mod client;
 pub mod decisions;
 pub mod engine;
 pub mod generate;
@@ -212,6 +213,11 @@ impl ConsensusService {
                 core.close_due().await;
             }
         })
+    }
+
+    /// The in-process client other services in this process use.
+    pub fn client(&self) -> client::ConsensusClient {
+        client::ConsensusClient::in_process(self.core.clone())
     }
 
     /// The active policy set's version.

@@ -39,8 +39,6 @@ use crate::kernel::policy::{self, PolicyError, Problem};
 pub enum InputError {
     #[error("{0}")]
     Missing(String),
-    #[error("{0}")]
-    NotBuilt(String),
     #[error("{what}: {error}")]
     Policy { what: &'static str, error: PolicyError },
 }
@@ -64,16 +62,14 @@ pub struct InvariantInput {
     pub set: Result<PolicySet, String>,
 }
 
-const NOT_BUILT: &str = "policy sets by version need the consensus service, which is not built yet; send the \
-                         policies as text (\"policies\")";
-
 fn text_of(policies: &Option<String>, policy_set: Option<i64>, what: &str) -> Result<String, InputError> {
     match (policies, policy_set) {
         (Some(_), Some(_)) => {
             Err(InputError::Missing(format!("{what}: give \"policies\" or \"policy_set\", not both")))
         }
         (Some(text), None) => Ok(text.clone()),
-        (None, Some(_)) => Err(InputError::NotBuilt(NOT_BUILT.into())),
+        // The service resolves versions to their text before it prepares a request.
+        (None, Some(v)) => Err(InputError::Missing(format!("{what}: policy set {v} was not resolved to its text"))),
         (None, None) => Err(InputError::Missing(format!("{what}: \"policies\" (Cedar text) is required"))),
     }
 }
@@ -457,7 +453,7 @@ mod tests {
             prepare(&request("permit(principal is Acgs::Robot, action, resource);"), &genesis).err().expect("unknown");
         assert!(matches!(&err, InputError::Policy { error: PolicyError::UnknownNames(_), .. }), "{err}");
         let by_version = VerifyRequest { policy_set: Some(3), ..VerifyRequest::default() };
-        assert!(matches!(prepare(&by_version, &genesis), Err(InputError::NotBuilt(_))));
+        assert!(matches!(prepare(&by_version, &genesis), Err(InputError::Missing(_))));
         let compare = VerifyRequest { checks: Some(vec![CheckKind::Compare]), ..request("") };
         assert!(matches!(prepare(&compare, &genesis), Err(InputError::Missing(_))));
         let bad_schema = VerifyRequest { schema: Some("entity A = {".into()), ..request("") };

@@ -50,7 +50,7 @@ impl VerificationClient {
     /// Runs a verification.
     pub async fn verify(&self, request: &VerifyRequest) -> Result<VerifyReport, ClientError> {
         match self {
-            VerificationClient::InProcess(core) => core.verify(request).await.map_err(|e| {
+            VerificationClient::InProcess(core) => core.verify(request, None).await.map_err(|e| {
                 let api: crate::kernel::error::ApiError = e.into();
                 ClientError::Refused { status: api.status.as_u16(), code: api.code.to_string(), message: api.message }
             }),

@@ -17,11 +17,15 @@
 //! # The compliance score
 //!
 //! `acgs_constitutional_compliance_score` is the share of the constitution's invariants proved
-//! for the policy set *in force*. That set lives in the consensus service (not built yet), so this
-//! service cannot know it by itself: consensus calls [`VerificationService::verify_active`] (in
-//! process, or `POST /api/v1/verify` with `"active": true` as `service`/`admin`) whenever a set is
-//! activated or the constitution is ratified, and the gauge follows. Until the first such call it
+//! for the policy set *in force*. That set lives in the consensus service, so this service cannot
+//! know it by itself: consensus calls [`VerificationService::verify_active`] (in process, or
+//! `POST /api/v1/verify` with `"active": true` as `service`/`admin`) at start, whenever a set is
+//! activated and after every ratification, and the gauge follows. Until the first such call it
 //! is not set (absent from `/metrics` rather than a made-up number).
+//!
+//! A request may name a stored set by version (`{"policy_set": N}`, also in `compare_to`); its
+//! text is read from the consensus service ([`VerificationService::use_policy_sets`]), over HTTP
+//! with the caller's own token.
 
 pub mod bounded;
 pub mod checks;
@@ -41,6 +45,7 @@ use crate::config::Config;
 use crate::kernel::http::{ReadyCheck, ServiceApp};
 use crate::kernel::metrics::Metrics;
 use crate::kernel::service::ServiceName;
+use crate::services::consensus::client::{ClientError as ConsensusClientError, ConsensusClient};
 use crate::services::constitution::client::ConstitutionClient;
 
 use checks::{InputError, Limits};
@@ -67,6 +72,12 @@ pub enum VerifyError {
     /// The active constitution could not be had (503).
     #[error("the active constitution is not available: {0}")]
     Constitution(String),
+    /// A `policy_set` version that does not exist (404).
+    #[error("no policy set version {0}")]
+    PolicySetNotFound(i64),
+    /// A stored policy set could not be read from the consensus service (503).
+    #[error("stored policy sets cannot be read: {0}")]
+    Consensus(String),
     /// Ours (500).
     #[error("verification failed: {0}")]
     Internal(String),
@@ -75,6 +86,8 @@ pub enum VerifyError {
 /// The service's state, shared by its routes and its in-process client.
 pub struct VerificationCore {
     constitution: ConstitutionClient,
+    /// Where `{"policy_set": N}` is read; set once consensus is up ([`VerificationService::use_policy_sets`]).
+    policy_sets: std::sync::OnceLock<ConsensusClient>,
     solver: SolverChoice,
     limits: Limits,
     running: Arc<Semaphore>,
@@ -127,6 +140,7 @@ impl VerificationService {
         metrics.register(&durations);
         let core = Arc::new(VerificationCore {
             constitution,
+            policy_sets: std::sync::OnceLock::new(),
             solver,
             limits: Limits {
                 timeout: Duration::from_millis(settings.timeout_ms.max(1)),
@@ -140,6 +154,13 @@ impl VerificationService {
             durations,
         });
         Ok(VerificationService { core })
+    }
+
+    /// Where stored policy sets are read from (`{"policy_set": N}`): the consensus service, in
+    /// this process or over HTTP. The consensus service starts after this one (it verifies
+    /// through it), so this is set afterwards; until then such requests are 503.
+    pub fn use_policy_sets(&self, consensus: ConsensusClient) {
+        let _ = self.core.policy_sets.set(consensus);
     }
 
     /// The in-process client other services in this process use.
@@ -178,9 +199,46 @@ impl VerificationCore {
         }
     }
 
-    /// Runs one verification.
-    pub(crate) async fn verify(&self, request: &VerifyRequest) -> Result<VerifyReport, VerifyError> {
+    /// Replaces `policy_set` versions in `request` by their stored texts (the primary set's schema
+    /// too, unless the request gives one), read with `bearer` if over HTTP.
+    async fn resolve(&self, request: &VerifyRequest, bearer: Option<&str>) -> Result<VerifyRequest, VerifyError> {
+        let mut request = request.clone();
+        let wanted = [request.policy_set, request.compare_to.as_ref().and_then(|c| c.policy_set)];
+        if wanted.iter().all(Option::is_none) {
+            return Ok(request);
+        }
+        let consensus = self.policy_sets.get().ok_or_else(|| {
+            VerifyError::Consensus("the consensus service is not configured for this verification service".into())
+        })?;
+        let fetch = |version: i64| async move {
+            consensus.policy_set(version, bearer).await.map_err(|e| match e {
+                ConsensusClientError::NotFound(v) => VerifyError::PolicySetNotFound(v),
+                ConsensusClientError::Unavailable(why) => VerifyError::Consensus(why),
+            })
+        };
+        if let (Some(version), None) = (request.policy_set, &request.policies) {
+            let set = fetch(version).await?;
+            request.policy_set = None;
+            request.policies = Some(set.policies);
+            request.schema = request.schema.or(Some(set.schema));
+        }
+        if let Some(compare) = request.compare_to.as_mut()
+            && let (Some(version), None) = (compare.policy_set, &compare.policies)
+        {
+            compare.policy_set = None;
+            compare.policies = Some(fetch(version).await?.policies);
+        }
+        Ok(request)
+    }
+
+    /// Runs one verification; `bearer` is the caller's token, for reading stored sets over HTTP.
+    pub(crate) async fn verify(
+        &self,
+        request: &VerifyRequest,
+        bearer: Option<&str>,
+    ) -> Result<VerifyReport, VerifyError> {
         let started = Instant::now();
+        let request = &self.resolve(request, bearer).await?;
         let active = self.constitution.active().await.map_err(VerifyError::Constitution)?;
         let limits = Limits {
             timeout: request
@@ -245,6 +303,6 @@ impl VerificationCore {
             active: true,
             ..VerifyRequest::default()
         };
-        self.verify(&request).await
+        self.verify(&request, None).await
     }
 }

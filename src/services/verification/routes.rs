@@ -5,8 +5,9 @@
 //! the compliance gauge, is for `service` and `admin` only.
 //!
 //! Status codes: a malformed policy text is 400 with the parser's `line:column`; a schema that
-//! does not parse, entity types or actions the schema does not declare, a missing or doubled
-//! field, and `policy_set` by version (needs consensus) are 422; a text over `kernel::policy::MAX_TEXT` (8 MiB) is 413. A set
+//! does not parse, entity types or actions the schema does not declare, and a missing or doubled
+//! field are 422; a `policy_set` version that does not exist is 404 (503 if the consensus service
+//! cannot be asked); a text over `kernel::policy::MAX_TEXT` (8 MiB) is 413. A set
 //! that parses but fails strict validation is *not* an error: the answer is 200 with the
 //! `validation` check `refuted` (its problems carry line and column) and every other check
 //! `invalid`, never `proved`.
@@ -15,7 +16,6 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::routing::post;
 use utoipa::OpenApi;
 
@@ -60,6 +60,11 @@ impl From<VerifyError> for ApiError {
                 tracing::warn!(error = %why, "verification without a constitution");
                 ApiError::unavailable(format!("the active constitution is not available: {why}"))
             }
+            VerifyError::PolicySetNotFound(version) => ApiError::not_found(format!("no policy set version {version}")),
+            VerifyError::Consensus(why) => {
+                tracing::warn!(error = %why, "verification of a stored policy set without the consensus service");
+                ApiError::unavailable(format!("stored policy sets cannot be read: {why}"))
+            }
             VerifyError::Internal(why) => ApiError::internal(why),
         }
     }
@@ -68,7 +73,6 @@ impl From<VerifyError> for ApiError {
 fn input_error(e: InputError) -> ApiError {
     match e {
         InputError::Missing(message) => ApiError::validation(message),
-        InputError::NotBuilt(message) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "not_built", message),
         InputError::Policy { what, error } => error.to_api_error(what),
     }
 }
@@ -83,12 +87,14 @@ fn input_error(e: InputError) -> ApiError {
         (status = 401, description = "No valid token"),
         (status = 403, description = "Not a steward, admin, auditor or service; or `active` without service/admin"),
         (status = 413, description = "A text over 8 MiB, or a body over the limit"),
-        (status = 422, description = "Schema errors, names the schema does not declare, missing fields, policy_set by version"),
-        (status = 503, description = "The active constitution cannot be read")),
+        (status = 404, description = "No such policy_set version"),
+        (status = 422, description = "Schema errors, names the schema does not declare, missing fields"),
+        (status = 503, description = "The active constitution, or a stored policy set, cannot be read")),
     security(("bearer" = [])))]
 async fn verify(
     State(core): State<Arc<VerificationCore>>,
     caller: Authorized<Verifiers>,
+    headers: axum::http::HeaderMap,
     Json(request): Json<VerifyRequest>,
 ) -> Result<Json<VerifyReport>, ApiError> {
     if request.active && !caller.has(Role::Service) && !caller.has(Role::Admin) {
@@ -96,5 +102,6 @@ async fn verify(
             "\"active\": true (recording the compliance score) is for services and admins",
         ));
     }
-    Ok(Json(core.verify(&request).await?))
+    // A stored set is read from the consensus service with the caller's own token.
+    Ok(Json(core.verify(&request, crate::kernel::auth::bearer_of(&headers)).await?))
 }
