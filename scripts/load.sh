@@ -5,6 +5,7 @@
 # Usage:   scripts/load.sh
 #          DURATION=30s scripts/load.sh
 #          METHOD=POST ROUTE=/api/v1/decide PORT=8005 BODY='{"...":"..."}' scripts/load.sh
+#          PRESET=decide scripts/load.sh      # POST /api/v1/decide with an agent's token (logging all)
 #
 # Steps: build `acgs` and `examples/hello.rs` in release mode; wrk the hello-world (GET /) on a
 # free port; stop it; start `acgs up` on a fresh data dir with a generated admin password; record
@@ -19,6 +20,10 @@
 #   PORT         acgs port serving ROUTE (default 8000; `acgs up` uses 8000–8006)
 #   BODY         request body (default none; sent with Content-Type: $CONTENT_TYPE)
 #   CONTENT_TYPE default application/json
+#   TOKEN_ROLE   admin (default: the admin's password grant) or agent (a machine client with the
+#                agent role, created by the admin, client_credentials grant)
+#   PRESET       decide = METHOD=POST ROUTE=/api/v1/decide PORT=8005 TOKEN_ROLE=agent and a body
+#                asking whether an agent may execute a low-risk tool (an allow, logged)
 #   ONLY_HELLO   1 = build and measure the hello-world only (checks this script and the machine)
 #   ACGS_BIN     an acgs binary to measure instead of building this tree's (e.g. another commit's)
 #
@@ -30,6 +35,17 @@ die() { printf '==> ERROR: %s\n' "$*" >&2; exit 1; }
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+PRESET="${PRESET:-}"
+case "$PRESET" in
+  "") ;;
+  decide)
+    METHOD=POST; ROUTE=/api/v1/decide; PORT=8005; TOKEN_ROLE=agent
+    BODY='{"principal":{"type":"Acgs::Agent","id":"a1"},"action":{"type":"Acgs::Action","id":"execute"},"resource":{"type":"Acgs::Tool","id":"t1"},"context":{"irreversible":false,"human_approved":false},"entities":[{"uid":{"type":"Acgs::Agent","id":"a1"},"parents":[],"attrs":{"trust_level":50,"owner":{"__entity":{"type":"Acgs::User","id":"ada"}}}},{"uid":{"type":"Acgs::Tool","id":"t1"},"parents":[],"attrs":{"risk":"low"}}]}'
+    ;;
+  *) printf '==> ERROR: unknown PRESET %s (known: decide)\n' "$PRESET" >&2; exit 2 ;;
+esac
+TOKEN_ROLE="${TOKEN_ROLE:-admin}"
+case "$TOKEN_ROLE" in admin|agent) ;; *) printf '==> ERROR: TOKEN_ROLE must be admin or agent\n' >&2; exit 2 ;; esac
 DURATION="${DURATION:-10s}"
 THREADS="${THREADS:-2}"
 CONNECTIONS="${CONNECTIONS:-64}"
@@ -193,6 +209,13 @@ for p in $(printf '%s\n' "$AUTH_PORT" "$PORT" | sort -u); do
   }
 done
 
+# Start-up verifies the policy set in force in the background (without a solver, by bounded
+# enumeration, which takes a core for a while); measure once it is done, when the compliance
+# score appears.
+for _ in $(seq 1 1200); do
+  curl -s --max-time 1 "http://127.0.0.1:8003/metrics" | grep -q '^acgs_constitutional_compliance_score' && break
+  sleep 0.1
+done
 # Idle RSS: after start-up, before any load.
 sleep 1
 IDLE_RSS_KB=$(ps -o rss= -p "$acgs_pid" | tr -d ' ')
@@ -203,6 +226,18 @@ TOKEN=$(curl -s --max-time 10 -d grant_type=password -d username=admin --data-ur
   "http://127.0.0.1:$AUTH_PORT/api/v1/auth/token" |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])') ||
   die "no access_token from /api/v1/auth/token (see the acgs log: $(tail -n 5 "$WORK/acgs.log"))"
+
+if [ "$TOKEN_ROLE" = agent ]; then
+  step "creating a machine client with the agent role"
+  CLIENT_JSON=$(curl -s --max-time 10 -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+    -d '{"name":"load-agent","roles":["agent"]}' "http://127.0.0.1:$AUTH_PORT/api/v1/clients")
+  CLIENT_ID=$(printf '%s' "$CLIENT_JSON" | python3 -c 'import json, sys; print(json.load(sys.stdin)["client_id"])') ||
+    die "cannot create an agent client: $CLIENT_JSON"
+  CLIENT_SECRET=$(printf '%s' "$CLIENT_JSON" | python3 -c 'import json, sys; print(json.load(sys.stdin)["client_secret"])')
+  TOKEN=$(curl -s --max-time 10 -u "$CLIENT_ID:$CLIENT_SECRET" -d grant_type=client_credentials \
+    "http://127.0.0.1:$AUTH_PORT/api/v1/auth/token" |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])') || die "no agent token"
+fi
 
 URL="http://127.0.0.1:$PORT$ROUTE"
 headers=("Authorization: Bearer $TOKEN")
@@ -219,6 +254,14 @@ esac
 wrk_lua "$WORK/acgs.lua" "$METHOD" "$BODY" "${headers[@]}"
 run_wrk acgs "$URL" "$WORK/acgs.lua"
 check_wrk acgs
+if [ "$PRESET" = decide ]; then
+  # What the load decided, and what reached the log: a full log queue would turn allows into denies.
+  sleep 2
+  DECISIONS=$(curl -s --max-time 5 "http://127.0.0.1:8005/metrics" | awk '/^acgs_decisions_total/ { printf "%s ", $0 }')
+  LOG_SIZE=$(curl -s --max-time 5 "http://127.0.0.1:8002/api/v1/log/checkpoint" | sed -n 2p)
+  step "decisions: $DECISIONS"
+  step "integrity log tree size after the load: $LOG_SIZE"
+fi
 LOADED_RSS_KB=$(ps -o rss= -p "$acgs_pid" | tr -d ' ')
 LOADED_RSS_MB=$(awk -v k="$LOADED_RSS_KB" 'BEGIN { printf "%.1f", k / 1024 }')
 stop_pid "$acgs_pid"
@@ -228,7 +271,7 @@ RATIO=$(awk -v a="$ACGS_RPS" -v h="$HELLO_RPS" 'BEGIN { printf "%.1f%%", 100 * a
 
 printf '\n%-40s %14s %12s\n' "target (wrk -t$THREADS -c$CONNECTIONS -d$DURATION)" "req/s" "p99"
 printf '%-40s %14s %12s\n' "hello-world GET /" "$HELLO_RPS" "$HELLO_P99"
-printf '%-40s %14s %12s\n' "acgs $METHOD $ROUTE (authenticated)" "$ACGS_RPS" "$ACGS_P99"
+printf '%-40s %14s %12s\n' "acgs $METHOD $ROUTE ($TOKEN_ROLE token)" "$ACGS_RPS" "$ACGS_P99"
 printf '%-40s %14s\n' "ratio acgs / hello" "$RATIO"
 printf '%-40s %14s\n' "acgs idle RSS (MB)" "$IDLE_RSS_MB"
 printf '%-40s %14s\n' "acgs RSS after load (MB)" "$LOADED_RSS_MB"

@@ -130,7 +130,10 @@ fn attrs(rng: &mut StdRng, t: &str, principal_id: &str) -> Value {
             a
         }
         "Acgs::Agent" => {
-            let mut a = json!({ "owner": entity_ref("Acgs::User", "u1"), "trust_level": rng.gen_range(0..=100) });
+            // The owner as an explicit `__entity`, or implicitly as `{"type", "id"}` (which only
+            // a schema-directed reader takes for an entity).
+            let owner = if rng.gen_bool(0.8) { entity_ref("Acgs::User", "u1") } else { uid("Acgs::User", "u1") };
+            let mut a = json!({ "owner": owner, "trust_level": rng.gen_range(0..=100) });
             if mistype {
                 a["trust_level"] = json!("high");
             }
@@ -222,6 +225,19 @@ fn request(rng: &mut StdRng, n: usize) -> Value {
     }
     if rng.gen_range(0..10) != 0 && resource_type != principal_type {
         entities.push(json!({ "uid": uid(resource_type, &resource_id), "attrs": attrs(rng, resource_type, &principal_id), "parents": [] }));
+    }
+    // Now and then an entity in another of Cedar's shapes: its uid as `{"__entity": …}`, no
+    // `parents` (an error), `tags` the schema does not declare, a field Cedar ignores.
+    if let Some(first) = entities.first_mut() {
+        match rng.gen_range(0..40) {
+            0 => first["uid"] = json!({ "__entity": first["uid"].clone() }),
+            1 => {
+                first.as_object_mut().expect("object").remove("parents");
+            }
+            2 => first["tags"] = json!({ "x": 1 }),
+            3 => first["comment"] = json!("ignored"),
+            _ => {}
+        }
     }
     json!({
         "principal": uid(principal_type, &principal_id),

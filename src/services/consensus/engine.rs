@@ -22,6 +22,7 @@ use cedar_policy::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::cedar_json;
 use crate::kernel::policy::{self, PolicyError};
 
 /// A Cedar entity reference as JSON: `{"type": "Acgs::Agent", "id": "a1"}`.
@@ -98,7 +99,10 @@ struct Slice {
 pub struct Engine {
     version: i64,
     schema: Arc<Schema>,
+    /// The set's own entities, with the schema's action entities.
     entities: Entities,
+    /// Whether the set has entities of its own (beyond the schema's actions).
+    own_entities: bool,
     /// By `(principal type, action id, resource type)` as the request spells them.
     slices: HashMap<(String, String, String), Slice>,
     policies: usize,
@@ -157,6 +161,7 @@ impl Engine {
     ) -> Result<Engine, PolicyError> {
         let set = policy::parse_policies(text)?;
         policy::validate(&set, text, &schema)?;
+        let own = entities.as_array().is_none_or(|list| !list.is_empty());
         let entities = Entities::from_json_value(entities.clone(), Some(&schema)).map_err(|e| {
             PolicyError::Invalid(vec![policy::Problem {
                 message: format!("entities: {e}"),
@@ -198,6 +203,7 @@ impl Engine {
             version,
             schema,
             entities,
+            own_entities: own,
             slices,
             policies: set.policies().count(),
             authorizer: Authorizer::new(),
@@ -231,11 +237,10 @@ impl Engine {
             EntityUid::from_type_name_and_id(slice.principal_type.clone(), EntityId::new(&request.principal.id));
         let resource =
             EntityUid::from_type_name_and_id(slice.resource_type.clone(), EntityId::new(&request.resource.id));
-        let context = Context::from_json_value(request.context.clone(), Some((&self.schema, &slice.action)))
-            .map_err(|e| DecideError::Request(format!("context: {e}")))?;
-        // Schema-directed parsing does not catch every mismatch (a string where a Bool is
-        // declared passes it), so the context is validated against the action's context type.
-        context.validate(&self.schema, &slice.action).map_err(|e| DecideError::Request(format!("context: {e}")))?;
+        let context = match cedar_json::context(&request.context, &self.schema, &slice.action) {
+            Some(context) => context,
+            None => self.cedar_context(request, &slice.action)?,
+        };
         // The slice exists, so the schema admits these types for this action, and the context
         // was just checked: the request needs no second validation.
         let cedar_request = Request::new(principal, slice.action.clone(), resource, context, None)
@@ -244,14 +249,11 @@ impl Engine {
         let response = if request.entities.is_empty() {
             self.authorizer.is_authorized(&cedar_request, slice, &self.entities)
         } else {
-            let extra =
-                Entities::from_json_value(serde_json::Value::Array(request.entities.clone()), Some(&self.schema))
-                    .map_err(|e| DecideError::Entities(e.to_string()))?;
-            let all = self
-                .entities
-                .clone()
-                .add_entities(extra.iter().cloned(), Some(&self.schema))
-                .map_err(|e| DecideError::Entities(e.to_string()))?;
+            let base = self.own_entities.then_some(&self.entities);
+            let all = match cedar_json::entities(&request.entities, &self.schema, base) {
+                Some(all) => all,
+                None => self.cedar_entities(request)?,
+            };
             self.authorizer.is_authorized(&cedar_request, slice, &all)
         };
         let diagnostics = response.diagnostics();
@@ -260,6 +262,27 @@ impl Engine {
             determining: diagnostics.reason().map(ToString::to_string).collect(),
             errors: diagnostics.errors().map(ToString::to_string).collect(),
         })
+    }
+
+    /// The context read by Cedar's own JSON reader: for what [`cedar_json`] leaves to it, and
+    /// for every error message.
+    fn cedar_context(&self, request: &DecideRequest, action: &EntityUid) -> Result<Context, DecideError> {
+        let context = Context::from_json_value(request.context.clone(), Some((&self.schema, action)))
+            .map_err(|e| DecideError::Request(format!("context: {e}")))?;
+        // Schema-directed reading does not catch every mismatch (a string where a Bool is
+        // declared passes it), so the context is validated against the action's context type.
+        context.validate(&self.schema, action).map_err(|e| DecideError::Request(format!("context: {e}")))?;
+        Ok(context)
+    }
+
+    /// The request's entities read by Cedar's own JSON reader and added to the set's.
+    fn cedar_entities(&self, request: &DecideRequest) -> Result<Entities, DecideError> {
+        let extra = Entities::from_json_value(serde_json::Value::Array(request.entities.clone()), Some(&self.schema))
+            .map_err(|e| DecideError::Entities(e.to_string()))?;
+        self.entities
+            .clone()
+            .add_entities(extra.iter().cloned(), Some(&self.schema))
+            .map_err(|e| DecideError::Entities(e.to_string()))
     }
 
     /// The slice of a request's environment; an environment the schema does not have is an error.

@@ -16,6 +16,7 @@
 //! through [`decisions::DecisionLog`] without waiting for it. Any error is a refusal with its
 //! reason; nothing is ever allowed by default.
 
+mod cedar_json;
 pub mod client;
 pub mod decisions;
 pub mod engine;
