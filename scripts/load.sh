@@ -24,6 +24,9 @@
 #                agent role, created by the admin, client_credentials grant)
 #   PRESET       decide = METHOD=POST ROUTE=/api/v1/decide PORT=8005 TOKEN_ROLE=agent and a body
 #                asking whether an agent may execute a low-risk tool (an allow, logged)
+#   UNIQUE       1 = every request a different body (each UNIQUE_TOKEN in BODY replaced by a value
+#                no other request uses; with PRESET=decide the tool id t1), so the decision cache
+#                never answers: the rate of evaluating every decision
 #   ONLY_HELLO   1 = build and measure the hello-world only (checks this script and the machine)
 #   ACGS_BIN     an acgs binary to measure instead of building this tree's (e.g. another commit's)
 #
@@ -45,6 +48,12 @@ case "$PRESET" in
   *) printf '==> ERROR: unknown PRESET %s (known: decide)\n' "$PRESET" >&2; exit 2 ;;
 esac
 TOKEN_ROLE="${TOKEN_ROLE:-admin}"
+UNIQUE="${UNIQUE:-0}"
+UNIQUE_TOKEN="${UNIQUE_TOKEN:-}"
+if [ "$UNIQUE" = 1 ] && [ -z "$UNIQUE_TOKEN" ]; then
+  [ "$PRESET" = decide ] || { printf '==> ERROR: UNIQUE=1 needs UNIQUE_TOKEN (or PRESET=decide)\n' >&2; exit 2; }
+  UNIQUE_TOKEN=t1
+fi
 case "$TOKEN_ROLE" in admin|agent) ;; *) printf '==> ERROR: TOKEN_ROLE must be admin or agent\n' >&2; exit 2 ;; esac
 DURATION="${DURATION:-10s}"
 THREADS="${THREADS:-2}"
@@ -252,12 +261,26 @@ case "$code" in
 esac
 
 wrk_lua "$WORK/acgs.lua" "$METHOD" "$BODY" "${headers[@]}"
+if [ "$UNIQUE" = 1 ]; then
+  # Every request its own body: each occurrence of UNIQUE_TOKEN becomes a value no other
+  # request (of any wrk thread) uses, so no answer can come from the decision cache.
+  cat >>"$WORK/acgs.lua" <<LUA
+local threads = 0
+function setup(thread) threads = threads + 1; thread:set("tid", threads) end
+local counter = 0
+function request()
+  counter = counter + 1
+  local body = string.gsub(wrk.body, [==[$UNIQUE_TOKEN]==], tid .. "-" .. counter)
+  return wrk.format(nil, nil, nil, body)
+end
+LUA
+fi
 run_wrk acgs "$URL" "$WORK/acgs.lua"
 check_wrk acgs
 if [ "$PRESET" = decide ]; then
   # What the load decided, and what reached the log: a full log queue would turn allows into denies.
   sleep 2
-  DECISIONS=$(curl -s --max-time 5 "http://127.0.0.1:8005/metrics" | awk '/^acgs_decisions_total/ { printf "%s ", $0 }')
+  DECISIONS=$(curl -s --max-time 5 "http://127.0.0.1:8005/metrics" | awk '/^acgs_decisions_total|^acgs_decision_cache_total/ { printf "%s ", $0 }')
   LOG_SIZE=$(curl -s --max-time 5 "http://127.0.0.1:8002/api/v1/log/checkpoint" | sed -n 2p)
   step "decisions: $DECISIONS"
   step "integrity log tree size after the load: $LOG_SIZE"
@@ -271,7 +294,9 @@ RATIO=$(awk -v a="$ACGS_RPS" -v h="$HELLO_RPS" 'BEGIN { printf "%.1f%%", 100 * a
 
 printf '\n%-40s %14s %12s\n' "target (wrk -t$THREADS -c$CONNECTIONS -d$DURATION)" "req/s" "p99"
 printf '%-40s %14s %12s\n' "hello-world GET /" "$HELLO_RPS" "$HELLO_P99"
-printf '%-40s %14s %12s\n' "acgs $METHOD $ROUTE ($TOKEN_ROLE token)" "$ACGS_RPS" "$ACGS_P99"
+label="acgs $METHOD $ROUTE ($TOKEN_ROLE token)"
+[ "$UNIQUE" = 1 ] && label="$label, unique bodies"
+printf '%-40s %14s %12s\n' "$label" "$ACGS_RPS" "$ACGS_P99"
 printf '%-40s %14s\n' "ratio acgs / hello" "$RATIO"
 printf '%-40s %14s\n' "acgs idle RSS (MB)" "$IDLE_RSS_MB"
 printf '%-40s %14s\n' "acgs RSS after load (MB)" "$LOADED_RSS_MB"

@@ -185,6 +185,8 @@ pub struct ConsensusSettings {
     pub decision_queue: u64,
     /// How often the service looks for proposals whose voting deadline has passed.
     pub close_check_interval_ms: u64,
+    /// How many answers to repeated request bodies the active engine remembers; 0 = none.
+    pub decision_cache_entries: u64,
 }
 
 impl Default for ConsensusSettings {
@@ -195,6 +197,7 @@ impl Default for ConsensusSettings {
             decision_log: "all".into(),
             decision_queue: 65_536,
             close_check_interval_ms: 5000,
+            decision_cache_entries: 10_000,
         }
     }
 }

@@ -112,6 +112,19 @@ async fn an_agent_gets_decisions_and_each_is_in_the_log_with_a_proof() {
     let metrics = app.get(&app.url(ServiceName::Consensus, "/metrics"), None).await.text().await.expect("text");
     assert!(metrics.contains("acgs_decisions_total{outcome=\"allow\"} 1"), "{metrics}");
     assert!(metrics.contains("acgs_decisions_total{outcome=\"deny\"} 2"), "{metrics}");
+
+    // A byte-identical repeat is answered from the cache: the same answer, its own id, logged.
+    let again: Value = decide(&app, &token, &low).await.json().await.expect("json");
+    assert_eq!(again["decision"], "allow");
+    assert_eq!(again["determining_policies"], allow["determining_policies"]);
+    assert_ne!(again["decision_id"], allow["decision_id"]);
+    let entry =
+        common::assert_logged_with_proof(&app, &format!("decision:{}", again["decision_id"].as_str().expect("id")))
+            .await;
+    assert_eq!(entry["event"]["data"]["principal"], json!({ "type": "Acgs::Agent", "id": "a1" }));
+    let metrics = app.get(&app.url(ServiceName::Consensus, "/metrics"), None).await.text().await.expect("text");
+    assert!(metrics.contains("acgs_decision_cache_total{result=\"hit\"} 1"), "{metrics}");
+    assert!(metrics.contains("acgs_decision_cache_total{result=\"miss\"} 3"), "{metrics}");
 }
 
 #[tokio::test]
@@ -198,6 +211,15 @@ async fn batches_roles_and_bad_requests() {
         .await
         .expect("post");
     assert!(response.status().is_client_error(), "deep nesting: {}", response.status());
+    for (content_type, body, status) in [
+        ("text/plain", good.to_string(), 415),
+        ("application/json", "{\"principal\": ".to_string(), 400),
+        ("application/json; charset=utf-8", "[1, 2]".to_string(), 422),
+    ] {
+        let response =
+            app.http.post(&url).bearer_auth(&token).header("content-type", content_type).body(body).send().await;
+        assert_eq!(error_code(response.expect("post")).await.0, status, "{content_type}");
+    }
     // Still serving, and nothing was decided for the refused requests.
     let ok: Value = decide(&app, &token, &good).await.json().await.expect("json");
     assert_eq!(ok["decision"], "allow");

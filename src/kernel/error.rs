@@ -163,6 +163,38 @@ impl<T: Serialize> IntoResponse for Json<T> {
     }
 }
 
+/// A JSON body kept as its bytes, for handlers that key on the exact body (the decision cache);
+/// [`JsonBytes::parse`] reads it with the same errors as [`Json`].
+#[derive(Debug, Clone)]
+pub struct JsonBytes(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        // The rule axum's `Json` applies: `application/json` or `application/…+json`.
+        let content_type =
+            req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+        let essence = content_type.split(';').next().unwrap_or("").trim();
+        let is_json = essence == "application/json"
+            || essence.strip_prefix("application/").is_some_and(|subtype| subtype.ends_with("+json"));
+        if !is_json {
+            return Err(json_rejection(JsonRejection::MissingJsonContentType(Default::default())));
+        }
+        axum::body::Bytes::from_request(req, state)
+            .await
+            .map(JsonBytes)
+            .map_err(|e| body_rejection(e.status(), e.body_text()))
+    }
+}
+
+impl JsonBytes {
+    /// The body as `T`: malformed JSON 400, a body that does not fit `T` 422.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        axum::Json::<T>::from_bytes(&self.0).map(|axum::Json(v)| v).map_err(json_rejection)
+    }
+}
+
 /// A body that may be form-encoded (`application/x-www-form-urlencoded`, as RFC 6749 requires)
 /// or JSON; anything else is 415.
 #[derive(Debug, Clone)]

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use prometheus::{IntCounterVec, IntGauge, Opts};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
 use tokio::sync::mpsc;
 
 use crate::kernel::audit::{AuditEvent, AuditSink};
@@ -70,7 +70,8 @@ impl LogMode {
 pub struct DecisionLog {
     mode: LogMode,
     queue: Option<mpsc::Sender<AuditEvent>>,
-    logged: IntCounterVec,
+    queued: IntCounter,
+    refused: IntCounter,
     depth: IntGauge,
 }
 
@@ -98,12 +99,13 @@ impl DecisionLog {
             .expect("static metric definition is valid");
         metrics.register(&logged);
         metrics.register(&depth);
+        let (queued, refused) = (logged.with_label_values(&["queued"]), logged.with_label_values(&["refused"]));
         let Some(sink) = sink else {
-            return (DecisionLog { mode, queue: None, logged, depth }, None);
+            return (DecisionLog { mode, queue: None, queued, refused, depth }, None);
         };
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let writer = Box::pin(write(rx, sink, depth.clone()));
-        (DecisionLog { mode, queue: Some(tx), logged, depth }, Some(writer))
+        (DecisionLog { mode, queue: Some(tx), queued, refused, depth }, Some(writer))
     }
 
     pub fn mode(&self) -> LogMode {
@@ -117,21 +119,21 @@ impl DecisionLog {
             return Ok(false);
         }
         let Some(queue) = &self.queue else {
-            self.logged.with_label_values(&["refused"]).inc();
+            self.refused.inc();
             return Err("decisions must be logged but no integrity log is configured (ACGS_INTEGRITY_URL)".into());
         };
         match queue.try_send(event()) {
             Ok(()) => {
                 self.depth.inc();
-                self.logged.with_label_values(&["queued"]).inc();
+                self.queued.inc();
                 Ok(true)
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.logged.with_label_values(&["refused"]).inc();
+                self.refused.inc();
                 Err("the decision log is behind (its queue is full); retry shortly".into())
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.logged.with_label_values(&["refused"]).inc();
+                self.refused.inc();
                 Err("the decision log writer has stopped".into())
             }
         }

@@ -22,6 +22,7 @@ use cedar_policy::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::cache::DecisionCache;
 use super::cedar_json;
 use crate::kernel::policy::{self, PolicyError};
 
@@ -107,6 +108,8 @@ pub struct Engine {
     slices: HashMap<(String, String, String), Slice>,
     policies: usize,
     authorizer: Authorizer,
+    /// Answers to repeated requests ([`DecisionCache`]); off until [`Engine::with_cache`].
+    cache: DecisionCache,
 }
 
 impl std::fmt::Debug for Engine {
@@ -207,6 +210,7 @@ impl Engine {
             slices,
             policies: set.policies().count(),
             authorizer: Authorizer::new(),
+            cache: DecisionCache::new(0),
         })
     }
 
@@ -218,6 +222,17 @@ impl Engine {
     pub fn with_version(mut self, version: i64) -> Engine {
         self.version = version;
         self
+    }
+
+    /// The same engine remembering up to `entries` answers to repeated request bodies.
+    pub fn with_cache(mut self, entries: usize) -> Engine {
+        self.cache = DecisionCache::new(entries);
+        self
+    }
+
+    /// This engine's cache of answers by request body.
+    pub fn cache(&self) -> &DecisionCache {
+        &self.cache
     }
 
     /// How many policies the set has.

@@ -248,7 +248,7 @@ impl ConsensusCore {
     /// After an activation committed: serve the new engine, announce it, and record the set's
     /// compliance score.
     pub(crate) fn activated(&self, v: &SetVersion, engine: Engine) {
-        self.swap_engine(Arc::new(engine));
+        self.swap_engine(Arc::new(engine.with_cache(self.cache_entries)));
         self.version.set(v.version);
         self.bus.publish(
             subjects::POLICY_ACTIVATED,

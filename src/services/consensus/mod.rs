@@ -16,6 +16,7 @@
 //! through [`decisions::DecisionLog`] without waiting for it. Any error is a refusal with its
 //! reason; nothing is ever allowed by default.
 
+pub mod cache;
 mod cedar_json;
 pub mod client;
 pub mod decisions;
@@ -89,12 +90,19 @@ pub struct ConsensusCore {
     /// Wakes the worker: a proposal is waiting for verification.
     wake: Notify,
     metrics: Metrics,
-    /// Decisions by outcome (allow, deny, error).
-    decisions: IntCounterVec,
+    /// Decisions by outcome (`acgs_decisions_total`: allow, deny, error).
+    allowed: prometheus::IntCounter,
+    denied: prometheus::IntCounter,
+    errored: prometheus::IntCounter,
     /// Proposals closed, by outcome (activated, rejected, expired).
     proposals_closed: IntCounterVec,
     /// The active set's version.
     version: IntGauge,
+    /// How many answers each engine remembers (`consensus.decision_cache_entries`).
+    cache_entries: usize,
+    /// Decisions answered from the cache, and evaluated.
+    cache_hits: prometheus::IntCounter,
+    cache_misses: prometheus::IntCounter,
 }
 
 /// A running consensus service.
@@ -145,8 +153,10 @@ impl ConsensusService {
         let migrations = crate::embedded::migrations(ServiceName::Consensus)?;
         db.migrate(&migrations).await?;
         let active = Store(&db).active_or_init(&genesis_content(), now_secs() as i64).await?;
+        let cache_entries = usize::try_from(config.consensus.decision_cache_entries).unwrap_or(usize::MAX);
         let engine = compile(active.version, &active.content)
-            .map_err(|source| StartError::Active { version: active.version, source })?;
+            .map_err(|source| StartError::Active { version: active.version, source })?
+            .with_cache(cache_entries);
         let metrics = Metrics::new(ServiceName::Consensus.as_str());
         let decisions = IntCounterVec::new(
             Opts::new("acgs_decisions_total", "Decisions by outcome (allow, deny, error)"),
@@ -166,6 +176,15 @@ impl ConsensusService {
         metrics.register(&decisions);
         metrics.register(&version);
         metrics.register(&proposals_closed);
+        let cache = IntCounterVec::new(
+            Opts::new(
+                "acgs_decision_cache_total",
+                "Decisions answered from the engine's cache (hit) or evaluated (miss)",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition is valid");
+        metrics.register(&cache);
         version.set(active.version);
         let capacity = usize::try_from(config.consensus.decision_queue).unwrap_or(usize::MAX);
         let (log, writer) = decisions::DecisionLog::new(mode, capacity, sink, &metrics);
@@ -180,9 +199,14 @@ impl ConsensusService {
             bus: peers.bus,
             wake: Notify::new(),
             metrics,
-            decisions,
+            allowed: decisions.with_label_values(&["allow"]),
+            denied: decisions.with_label_values(&["deny"]),
+            errored: decisions.with_label_values(&["error"]),
             proposals_closed,
             version,
+            cache_entries,
+            cache_hits: cache.with_label_values(&["hit"]),
+            cache_misses: cache.with_label_values(&["miss"]),
         });
         Ok((ConsensusService { core }, writer))
     }

@@ -15,11 +15,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 
 use super::ConsensusCore;
-use super::engine::{DecideError, DecideRequest, EntityRef};
+use super::cache::Cached;
+use super::engine::{DecideError, DecideRequest, Engine, EntityRef, Outcome};
 use super::store::{SetVersion, Store};
 use crate::kernel::audit::AuditEvent;
 use crate::kernel::auth::{Authorized, Principal, Role, RouteRoles};
-use crate::kernel::error::{ApiError, Json, Path};
+use crate::kernel::error::{ApiError, Json, JsonBytes, Path};
 use crate::kernel::http::BearerAuth;
 use crate::kernel::service::ServiceName;
 
@@ -82,13 +83,49 @@ impl ConsensusCore {
     /// Decides one request for `caller`: the engine's answer, then the log hand-off. Fails closed.
     fn decide_one(&self, caller: &str, request: &DecideRequest) -> Result<DecisionView, DecideError> {
         let engine = self.engine();
-        let outcome = match engine.decide(request) {
-            Ok(outcome) => outcome,
-            Err(e) => {
-                self.decisions.with_label_values(&["error"]).inc();
-                return Err(e);
-            }
-        };
+        let outcome = self.evaluate(&engine, request)?;
+        Ok(self.record(caller, &engine, &request.principal, &request.action, &request.resource, outcome))
+    }
+
+    /// Decides the request in `body`: a byte-identical repeat is answered from the engine's cache
+    /// (the answer is a pure function of the set and the body), anything else parsed and evaluated.
+    fn decide_body(&self, caller: &str, body: &JsonBytes) -> Result<DecisionView, ApiError> {
+        let engine = self.engine();
+        if let Some(hit) = engine.cache().get(&body.0) {
+            self.cache_hits.inc();
+            let outcome = hit.outcome.clone();
+            return Ok(self.record(caller, &engine, &hit.principal, &hit.action, &hit.resource, outcome));
+        }
+        self.cache_misses.inc();
+        let request: DecideRequest = body.parse()?;
+        let outcome = self.evaluate(&engine, &request).map_err(decide_error)?;
+        engine.cache().put(
+            &body.0,
+            Cached {
+                principal: request.principal.clone(),
+                action: request.action.clone(),
+                resource: request.resource.clone(),
+                outcome: outcome.clone(),
+            },
+        );
+        Ok(self.record(caller, &engine, &request.principal, &request.action, &request.resource, outcome))
+    }
+
+    fn evaluate(&self, engine: &Engine, request: &DecideRequest) -> Result<Outcome, DecideError> {
+        engine.decide(request).inspect_err(|_| self.errored.inc())
+    }
+
+    /// Gives the decision its id and hands it to the log; a decision that must be logged and
+    /// cannot be is a deny.
+    fn record(
+        &self,
+        caller: &str,
+        engine: &Engine,
+        principal: &EntityRef,
+        action: &EntityRef,
+        resource: &EntityRef,
+        outcome: Outcome,
+    ) -> DecisionView {
         let id = uuid::Uuid::now_v7();
         let hash = self.hash.get().to_string();
         let mut view = DecisionView {
@@ -107,9 +144,9 @@ impl ConsensusCore {
                 &format!("decision:{id}"),
                 caller,
                 serde_json::json!({
-                    "principal": request.principal,
-                    "action": request.action,
-                    "resource": request.resource,
+                    "principal": principal,
+                    "action": action,
+                    "resource": resource,
                     "decision": view.decision,
                     "policy_set_version": view.policy_set_version,
                     "determining_policies": view.determining_policies,
@@ -120,17 +157,19 @@ impl ConsensusCore {
             event.event_id = id.to_string();
             event
         };
-        match self.log.submit(outcome.allow, &id, event) {
+        let mut allow = outcome.allow;
+        match self.log.submit(allow, &id, event) {
             Ok(logged) => view.logged = logged,
             Err(reason) => {
                 // Fail closed: a decision that must be logged and cannot be is no allow.
+                allow = false;
                 view.decision = "deny".into();
                 view.determining_policies.clear();
                 view.errors.push(reason);
             }
         }
-        self.decisions.with_label_values(&[view.decision.as_str()]).inc();
-        Ok(view)
+        if allow { &self.allowed } else { &self.denied }.inc();
+        view
     }
 }
 
@@ -145,9 +184,9 @@ fn decide_error(e: DecideError) -> ApiError {
 async fn decide(
     State(core): Core,
     caller: Authorized<Deciders>,
-    Json(request): Json<DecideRequest>,
+    body: JsonBytes,
 ) -> Result<Json<DecisionView>, ApiError> {
-    core.decide_one(&caller.claims.sub, &request).map(Json).map_err(decide_error)
+    core.decide_body(&caller.claims.sub, &body).map(Json)
 }
 
 /// Up to 100 requests.
