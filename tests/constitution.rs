@@ -210,6 +210,13 @@ async fn quorum_missed_is_rejected_and_an_outdated_amendment_expires() {
     assert_eq!(closed["outcome"]["quorum_met"], false);
     assert_eq!(closed["outcome"]["approved"], true);
     assert_eq!(get_json(&app, "/api/v1/constitution/hash", None).await["version"], 1);
+    // A closed amendment takes no more votes, and a second close changes nothing.
+    let (status, code) = error_code(vote(&app, &council[1], &id, "approve").await).await;
+    assert_eq!((status, code.as_str()), (409, "conflict"));
+    let response = post(&app, &format!("/api/v1/amendments/{id}/close"), &admin, None).await;
+    assert_eq!(error_code(response).await.0, 409);
+    let after = get_json(&app, &format!("/api/v1/amendments/{id}"), Some(&admin)).await;
+    assert_eq!((after["status"].as_str(), after["votes"]["approve"].as_u64()), (Some("rejected"), Some(1)));
 
     // Two amendments written against version 1: the first ratified makes the second expire.
     let a = propose(&app, &council[0], json!([{ "op": "add_principle", "principle": new_principle("first") }])).await;
