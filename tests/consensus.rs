@@ -11,18 +11,7 @@ use serde_json::{Value, json};
 
 /// An agent's token (a machine client with the `agent` role).
 async fn agent_token(app: &TestApp, admin: &str) -> String {
-    let (id, secret) = app.create_client(admin, "agent-one", &["agent"]).await;
-    let response = app
-        .http
-        .post(app.auth("/api/v1/auth/token"))
-        .basic_auth(&id, Some(&secret))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .expect("token");
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.expect("json");
-    body["access_token"].as_str().expect("token").to_string()
+    app.client_token(admin, "agent-one", &["agent"]).await
 }
 
 fn agent() -> Value {

@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use acgs::kernel::policy::governance_schema;
 use acgs::kernel::service::ServiceName;
 use cedar_policy::{Authorizer, Context, Decision, Entities, EntityUid, PolicySet, Request};
-use common::{TestApp, spawn_app_with};
+use common::spawn_app_with;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
@@ -282,19 +282,6 @@ fn ours(answer: &Value) -> Option<(bool, BTreeSet<String>, bool)> {
     Some((decision == "allow", determining, errors))
 }
 
-async fn agent_token(app: &TestApp, admin: &str) -> String {
-    let (id, secret) = app.create_client(admin, "conformance", &["agent"]).await;
-    let response = app
-        .http
-        .post(app.auth("/api/v1/auth/token"))
-        .basic_auth(&id, Some(&secret))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .expect("token");
-    response.json::<Value>().await.expect("json")["access_token"].as_str().expect("token").to_string()
-}
-
 #[tokio::test]
 async fn decisions_equal_the_reference_authorizer_on_a_generated_corpus() {
     // No solver: break-glass then accepts a set with invariants bounded (never refuted).
@@ -314,7 +301,7 @@ async fn decisions_equal_the_reference_authorizer_on_a_generated_corpus() {
         .await
         .expect("break-glass");
     assert_eq!(response.status(), 201, "{}", response.text().await.unwrap_or_default());
-    let token = agent_token(&app, &admin).await;
+    let token = app.client_token(&admin, "conformance", &["agent"]).await;
     // Parsed the way the service names policies (by their `@id` annotations), so determining
     // policies compare; evaluation is Cedar's own.
     let set = acgs::kernel::policy::parse_policies(RICH).expect("parses");

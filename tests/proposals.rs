@@ -46,16 +46,7 @@ async fn governance(cvc5: String) -> Governance {
         app.create_user(&admin, name, PASSWORD, &["steward"]).await;
         stewards.push(app.tokens(name, PASSWORD).await.0);
     }
-    let (id, secret) = app.create_client(&admin, "agent-one", &["agent"]).await;
-    let response = app
-        .http
-        .post(app.auth("/api/v1/auth/token"))
-        .basic_auth(&id, Some(&secret))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .expect("token");
-    let agent = response.json::<Value>().await.expect("json")["access_token"].as_str().expect("token").to_string();
+    let agent = app.client_token(&admin, "agent-one", &["agent"]).await;
     let active: Value = get(&app, "/api/v1/policy-sets/active", &admin).await;
     let genesis = active["policies"].as_str().expect("policies").to_string();
     Governance { app, admin, stewards, agent, genesis }

@@ -26,7 +26,7 @@ pub struct Constitution {
     pub principles: Vec<Principle>,
 }
 
-/// How amendments (and, for stewards, policy proposals) are decided.
+/// How amendments (and, for stewards, policy proposals) are decided (see [`crate::kernel::voting`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VotingRules {
@@ -38,102 +38,6 @@ pub struct VotingRules {
     pub approval_percent: u8,
     /// How long voting stays open, in hours.
     pub voting_period_hours: u32,
-}
-
-/// A member's vote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Choice {
-    Approve,
-    Reject,
-    Abstain,
-}
-
-impl Choice {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Choice::Approve => "approve",
-            Choice::Reject => "reject",
-            Choice::Abstain => "abstain",
-        }
-    }
-}
-
-/// The votes cast so far on one amendment or proposal.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct VoteCounts {
-    pub approve: u64,
-    pub reject: u64,
-    pub abstain: u64,
-}
-
-impl VoteCounts {
-    /// From the rows of `SELECT choice, COUNT(*) … GROUP BY choice`.
-    pub fn from_rows(rows: &[crate::kernel::storage::Row]) -> Result<VoteCounts, crate::kernel::storage::StorageError> {
-        let mut c = VoteCounts::default();
-        for row in rows {
-            let n = u64::try_from(row.get_i64(1)?).unwrap_or(0);
-            match row.get_str(0)? {
-                "approve" => c.approve = n,
-                "reject" => c.reject = n,
-                "abstain" => c.abstain = n,
-                other => {
-                    return Err(crate::kernel::storage::StorageError::Database(format!(
-                        "stored vote choice cannot be read: {other}"
-                    )));
-                }
-            }
-        }
-        Ok(c)
-    }
-
-    /// The tally of these votes with `eligible` members under `rules`.
-    pub fn tally(&self, eligible: u64, rules: &VotingRules) -> Tally {
-        Tally::count(self.approve, self.reject, self.abstain, eligible, rules)
-    }
-}
-
-/// The count of a vote (an amendment, a policy proposal) against the rules, at close.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Tally {
-    pub approve: u64,
-    pub reject: u64,
-    pub abstain: u64,
-    /// Enabled members of the eligible role when the vote closed.
-    pub eligible: u64,
-    pub quorum_percent: u8,
-    pub approval_percent: u8,
-    /// approve + reject + abstain ≥ quorum_percent of eligible.
-    pub quorum_met: bool,
-    /// approve / (approve + reject) ≥ approval_percent; false without approve or reject votes.
-    pub approved: bool,
-}
-
-impl Tally {
-    /// Counts the votes under `rules` with `eligible` members. Integer arithmetic, so a boundary
-    /// (exactly 50 %) counts as reached.
-    pub fn count(approve: u64, reject: u64, abstain: u64, eligible: u64, rules: &VotingRules) -> Tally {
-        let cast = u128::from(approve) + u128::from(reject) + u128::from(abstain);
-        let quorum_met = eligible > 0 && cast * 100 >= u128::from(rules.quorum_percent) * u128::from(eligible);
-        let decided = u128::from(approve) + u128::from(reject);
-        let approved = decided > 0 && u128::from(approve) * 100 >= u128::from(rules.approval_percent) * decided;
-        Tally {
-            approve,
-            reject,
-            abstain,
-            eligible,
-            quorum_percent: rules.quorum_percent,
-            approval_percent: rules.approval_percent,
-            quorum_met,
-            approved,
-        }
-    }
-
-    /// Ratified only with quorum and approval.
-    pub fn passes(&self) -> bool {
-        self.quorum_met && self.approved
-    }
 }
 
 /// One principle of the constitution.
@@ -320,19 +224,6 @@ impl HashCell {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tally_follows_the_rules() {
-        let rules = Constitution::genesis().expect("genesis").voting; // quorum 50 %, approval 60 %
-        assert!(Tally::count(2, 0, 1, 3, &rules).passes());
-        let low_turnout = Tally::count(1, 0, 0, 3, &rules);
-        assert!(!low_turnout.quorum_met && low_turnout.approved && !low_turnout.passes());
-        assert!(!Tally::count(0, 0, 3, 3, &rules).approved, "abstentions alone approve nothing");
-        assert!(!Tally::count(1, 1, 0, 2, &rules).passes(), "50 % < 60 %");
-        assert!(Tally::count(3, 2, 0, 5, &rules).passes(), "exactly 60 %");
-        assert!(!Tally::count(1, 0, 0, 0, &rules).quorum_met, "no electorate, no quorum");
-        assert!(Tally::count(1, 0, 0, 2, &rules).quorum_met, "exactly 50 %");
-    }
 
     #[test]
     fn genesis_parses_and_hash_is_stable() {

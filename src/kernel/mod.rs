@@ -1,5 +1,6 @@
 //! What every service shares: HTTP application and errors, token verification, the
-//! constitutional hash, Cedar policy parsing and validation, storage, the bus, metrics, shutdown. Nothing here knows any one service.
+//! constitutional hash, Cedar policy parsing and validation, storage, the bus, metrics, votes and
+//! their tally, shutdown. Nothing here knows any one service.
 
 pub mod audit;
 pub mod auth;
@@ -12,3 +13,4 @@ pub mod policy;
 pub mod service;
 pub mod shutdown;
 pub mod storage;
+pub mod voting;

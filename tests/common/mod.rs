@@ -153,6 +153,22 @@ impl TestApp {
         (body["client_id"].as_str().expect("id").into(), body["client_secret"].as_str().expect("secret").into())
     }
 
+    /// A machine client `name` with `roles` (created by `admin`) and its client-credentials token.
+    pub async fn client_token(&self, admin: &str, name: &str, roles: &[&str]) -> String {
+        let (id, secret) = self.create_client(admin, name, roles).await;
+        let response = self
+            .http
+            .post(self.auth("/api/v1/auth/token"))
+            .basic_auth(&id, Some(&secret))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .expect("token request");
+        assert_eq!(response.status(), 200, "client_credentials for {name}");
+        let body: Value = response.json().await.expect("json");
+        body["access_token"].as_str().expect("access_token").to_string()
+    }
+
     pub async fn get(&self, url: &str, token: Option<&str>) -> reqwest::Response {
         let mut request = self.http.get(url);
         if let Some(token) = token {

@@ -30,10 +30,10 @@ use super::lifecycle::{VOTER_ROLE, change_error, content_error, not_found};
 use super::proposals::Status;
 use super::store::{Content, Proposal, Store};
 use crate::kernel::auth::{Authorized, Principal, Role, RouteRoles, now_secs};
-use crate::kernel::constitution::{Choice, VoteCounts};
 use crate::kernel::error::{ApiError, Json, Path, Query};
 use crate::kernel::http::BearerAuth;
 use crate::kernel::policy;
+use crate::kernel::voting::{Choice, VoteCounts, require_voter};
 
 type Core = State<Arc<ConsensusCore>>;
 
@@ -339,14 +339,7 @@ async fn vote(
     Path(id): Path<String>,
     Json(request): Json<VoteRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    if !caller.claims.roles.iter().any(|r| r == VOTER_ROLE) {
-        return Err(ApiError::forbidden(format!(
-            "only members of the {VOTER_ROLE:?} role may vote on policy proposals"
-        )));
-    }
-    if caller.claims.client_id.is_some() {
-        return Err(ApiError::forbidden("proposals are voted on by people; machine clients cannot vote"));
-    }
+    require_voter(&caller, VOTER_ROLE, "policy proposals")?;
     let votes = Store(&core.db)
         .vote(&id, &caller.claims.sub, caller.claims.name.as_deref(), request.choice, now_secs() as i64)
         .await

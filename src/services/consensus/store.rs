@@ -8,9 +8,10 @@ use sha2::{Digest, Sha256};
 
 use super::proposals::Status;
 use crate::kernel::audit;
-use crate::kernel::constitution::{Choice, VoteCounts, VotingRules};
+use crate::kernel::constitution::VotingRules;
 use crate::kernel::service::ServiceName;
 use crate::kernel::storage::{Db, Row, StorageError, Tx};
+use crate::kernel::voting::{Ballots, CastError, Choice, VoteCounts};
 use crate::params;
 
 /// The content of a policy set: Cedar policies, the schema (Cedar schema syntax) and the set's
@@ -231,11 +232,8 @@ async fn proposal_in(tx: &mut Tx, id: &str) -> Result<Proposal, ChangeError> {
     }
 }
 
-async fn counts_in(tx: &mut Tx, id: &str) -> Result<VoteCounts, StorageError> {
-    let rows =
-        tx.query("SELECT choice, COUNT(*) FROM votes WHERE proposal_id = $1 GROUP BY choice", &params![id]).await?;
-    VoteCounts::from_rows(&rows)
-}
+/// The proposals' ballots.
+const BALLOTS: Ballots = Ballots { items: "proposals", item_column: "proposal_id" };
 
 /// Moves a proposal from one of `from` to `to` (setting `closed_at` too when `close`), claiming the
 /// row first; a proposal in another status is a conflict naming `doing`.
@@ -387,11 +385,7 @@ impl Store<'_> {
     }
 
     pub async fn counts(&self, id: &str) -> Result<VoteCounts, StorageError> {
-        let rows = self
-            .0
-            .query("SELECT choice, COUNT(*) FROM votes WHERE proposal_id = $1 GROUP BY choice", &params![id])
-            .await?;
-        VoteCounts::from_rows(&rows)
+        BALLOTS.counts(self.0, id).await
     }
 
     /// Records the verification of a proposal still `verifying`: `deadline` Some → voting opens
@@ -447,33 +441,23 @@ impl Store<'_> {
         now: i64,
     ) -> Result<VoteCounts, ChangeError> {
         let mut tx = self.0.begin().await?;
-        // Touching the row first serialises this vote with a concurrent close on PostgreSQL.
-        let n = tx
-            .execute(
-                "UPDATE proposals SET updated_at = $2 WHERE id = $1 AND status = 'voting' AND deadline > $2",
-                &params![id, now],
-            )
-            .await?;
-        if n == 0 {
-            let p = proposal_in(&mut tx, id).await?;
-            return Err(ChangeError::Conflict(if p.status == Status::Voting {
-                format!("voting on proposal {id} ended at its deadline; it is being closed")
-            } else {
-                format!("proposal {id} is {}; votes are taken only while it is voting", p.status.as_str())
-            }));
-        }
-        let inserted = tx
-            .execute(
-                "INSERT INTO votes (proposal_id, voter, voter_name, choice, cast_at) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (proposal_id, voter) DO NOTHING",
-                &params![id, voter, voter_name, choice.as_str(), now],
-            )
-            .await?;
-        if inserted == 0 {
-            return Err(ChangeError::Conflict(format!(
-                "you have already voted on proposal {id}; a vote cannot be changed"
-            )));
-        }
+        let counts = match BALLOTS.cast(&mut tx, id, voter, voter_name, choice, now).await {
+            Ok(counts) => counts,
+            Err(CastError::NotOpen) => {
+                let p = proposal_in(&mut tx, id).await?;
+                return Err(ChangeError::Conflict(if p.status == Status::Voting {
+                    format!("voting on proposal {id} ended at its deadline; it is being closed")
+                } else {
+                    format!("proposal {id} is {}; votes are taken only while it is voting", p.status.as_str())
+                }));
+            }
+            Err(CastError::AlreadyVoted) => {
+                return Err(ChangeError::Conflict(format!(
+                    "you have already voted on proposal {id}; a vote cannot be changed"
+                )));
+            }
+            Err(CastError::Storage(e)) => return Err(e.into()),
+        };
         // audit: consensus.vote_cast
         audit(
             &mut tx,
@@ -483,7 +467,6 @@ impl Store<'_> {
             serde_json::json!({ "voter": voter, "choice": choice.as_str() }),
         )
         .await?;
-        let counts = counts_in(&mut tx, id).await?;
         tx.commit().await?;
         Ok(counts)
     }
@@ -513,7 +496,7 @@ impl Store<'_> {
             .as_ref()
             .and_then(|r| r.pointer("/constitution/version"))
             .and_then(serde_json::Value::as_i64);
-        let counts = counts_in(&mut tx, id).await?;
+        let counts = BALLOTS.counts_in(&mut tx, id).await?;
         let tally = counts.tally(input.eligible, input.rules);
         let mut activated = None;
         let (status, outcome) = if active.version != p.base_version {

@@ -20,8 +20,8 @@ use super::model::{self, Change, Diff, Status};
 use super::store::{Amendment, Store, Version};
 use super::{ConstitutionCore, change_error};
 use crate::kernel::auth::{Authorized, Principal, Role, RouteRoles, now_secs};
-use crate::kernel::constitution::{Choice, Tally, VoteCounts};
 use crate::kernel::error::{ApiError, Json, Path, Query};
+use crate::kernel::voting::{Choice, Tally, VoteCounts, require_voter};
 
 type Core = State<Arc<ConstitutionCore>>;
 
@@ -399,12 +399,7 @@ async fn vote(
     Json(request): Json<VoteRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let role = core.latest().await?.document.voting.eligible_role;
-    if !caller.claims.roles.iter().any(|r| r == &role) {
-        return Err(ApiError::forbidden(format!("only members of the {role:?} role may vote on amendments")));
-    }
-    if caller.claims.client_id.is_some() {
-        return Err(ApiError::forbidden("amendments are voted on by people; machine clients cannot vote"));
-    }
+    require_voter(&caller, &role, "amendments")?;
     let name = caller.claims.name.as_deref();
     let counts = Store(&core.db)
         .vote(&id, &caller.claims.sub, name, request.choice, now_secs() as i64)

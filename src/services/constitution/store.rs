@@ -11,7 +11,10 @@ use crate::kernel::storage::{Db, Row, StorageError, Tx};
 use crate::params;
 
 use super::model::{Change, Status};
-use crate::kernel::constitution::{Choice, Tally, VoteCounts};
+use crate::kernel::voting::{Ballots, CastError, Choice, Tally, VoteCounts};
+
+/// The amendments' ballots.
+const BALLOTS: Ballots = Ballots { items: "amendments", item_column: "amendment_id" };
 
 /// One stored version.
 #[derive(Debug, Clone)]
@@ -276,11 +279,7 @@ impl Store<'_> {
     }
 
     pub async fn counts(&self, id: &str) -> Result<VoteCounts, StorageError> {
-        let rows = self
-            .0
-            .query("SELECT choice, COUNT(*) FROM votes WHERE amendment_id = $1 GROUP BY choice", &params![id])
-            .await?;
-        VoteCounts::from_rows(&rows)
+        BALLOTS.counts(self.0, id).await
     }
 
     /// draft → voting, with the deadline.
@@ -364,56 +363,35 @@ impl Store<'_> {
         choice: Choice,
         now: i64,
     ) -> Result<VoteCounts, ChangeError> {
-        let (id, voter, voter_name) = (id.to_string(), voter.to_string(), voter_name.map(str::to_owned));
-        self.0
-            .transaction(|tx| {
-                Box::pin(async move {
-                    // Touching the row first serialises this vote with a concurrent close on PostgreSQL.
-                    let n = tx
-                        .execute(
-                            "UPDATE amendments SET updated_at = $2 WHERE id = $1 AND status = 'voting' AND deadline > $2",
-                            &params![id.as_str(), now],
-                        )
-                        .await?;
-                    if n == 0 {
-                        let a = amendment_in(tx, &id).await?;
-                        return Err(ChangeError::Conflict(if a.status == Status::Voting {
-                            format!("voting on amendment {id} ended at its deadline; it is being closed")
-                        } else {
-                            format!("amendment {id} is {}; votes are taken only while it is voting", a.status.as_str())
-                        }));
-                    }
-                    let inserted = tx
-                        .execute(
-                            "INSERT INTO votes (amendment_id, voter, voter_name, choice, cast_at) \
-                             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (amendment_id, voter) DO NOTHING",
-                            &params![id.as_str(), voter.as_str(), voter_name.as_deref(), choice.as_str(), now],
-                        )
-                        .await?;
-                    if inserted == 0 {
-                        return Err(ChangeError::Conflict(format!(
-                            "you have already voted on amendment {id}; a vote cannot be changed"
-                        )));
-                    }
-                    // audit: constitution.vote_cast
-                    audit(
-                        tx,
-                        "constitution.vote_cast",
-                        &format!("amendment:{id}"),
-                        &voter,
-                        serde_json::json!({ "voter": voter, "choice": choice.as_str() }),
-                    )
-                    .await?;
-                    let rows = tx
-                        .query(
-                            "SELECT choice, COUNT(*) FROM votes WHERE amendment_id = $1 GROUP BY choice",
-                            &params![id.as_str()],
-                        )
-                        .await?;
-                    Ok(VoteCounts::from_rows(&rows)?)
-                })
-            })
-            .await
+        let mut tx = self.0.begin().await?;
+        let counts = match BALLOTS.cast(&mut tx, id, voter, voter_name, choice, now).await {
+            Ok(counts) => counts,
+            Err(CastError::NotOpen) => {
+                let a = amendment_in(&mut tx, id).await?;
+                return Err(ChangeError::Conflict(if a.status == Status::Voting {
+                    format!("voting on amendment {id} ended at its deadline; it is being closed")
+                } else {
+                    format!("amendment {id} is {}; votes are taken only while it is voting", a.status.as_str())
+                }));
+            }
+            Err(CastError::AlreadyVoted) => {
+                return Err(ChangeError::Conflict(format!(
+                    "you have already voted on amendment {id}; a vote cannot be changed"
+                )));
+            }
+            Err(CastError::Storage(e)) => return Err(e.into()),
+        };
+        // audit: constitution.vote_cast
+        audit(
+            &mut tx,
+            "constitution.vote_cast",
+            &format!("amendment:{id}"),
+            voter,
+            serde_json::json!({ "voter": voter, "choice": choice.as_str() }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(counts)
     }
 
     /// Closes an amendment in voting: tallies it against `eligible` members under the active
@@ -442,13 +420,7 @@ impl Store<'_> {
                     let active = latest_in(tx)
                         .await?
                         .ok_or_else(|| StorageError::Database("no constitution version is stored".into()))?;
-                    let rows = tx
-                        .query(
-                            "SELECT choice, COUNT(*) FROM votes WHERE amendment_id = $1 GROUP BY choice",
-                            &params![id.as_str()],
-                        )
-                        .await?;
-                    let c = VoteCounts::from_rows(&rows)?;
+                    let c = BALLOTS.counts_in(tx, &id).await?;
                     let tally = c.tally(eligible, &active.document.voting);
                     let mut version = None;
                     let status = if active.number != a.base_version {
