@@ -8,7 +8,8 @@
 # What it does, on a brand-new Debian 12 machine (as root, or through sudo when not root), and
 # again on the same machine (idempotent: a second run installs nothing and is fast):
 #   1. installs what is missing: Debian's postgresql (server) and prometheus (for promtool);
-#      Python's PyJWT and cryptography (used by the tests); `apt-get update` only when needed;
+#      Python's PyJWT and cryptography (used by the tests) and nats-py (pinned; the NATS shim's
+#      conformance test); `apt-get update` only when needed;
 #      the cvc5 solver for the verification service: a `cvc5` (1.3 or newer) already on PATH, or
 #      PyPI's cvc5 wheel (pinned) with the `cvc5` command target/cvc5/bin/cvc5 running
 #      scripts/cvc5-adapter.py (Debian 12's cvc5 is 1.0.3, too old; the wheel has no executable);
@@ -110,6 +111,16 @@ else
   step "installing Python packages: PyJWT cryptography"
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore PyJWT cryptography
   python3 -c 'import jwt, cryptography' || die "PyJWT/cryptography still not importable"
+fi
+# nats-py, the official Python NATS client: tests/shim_nats.rs drives tests/nats_py_conformance.py
+# with it against `acgs shim nats`. Pinned, so a new release cannot change what the test checks.
+NATS_PY_VERSION=2.16.0
+if [ "$(python3 -c 'import importlib.metadata as m; print(m.version("nats-py"))' 2>/dev/null)" = "$NATS_PY_VERSION" ]; then
+  step "Python package: nats-py $NATS_PY_VERSION already installed"
+else
+  step "installing Python package: nats-py==$NATS_PY_VERSION"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "nats-py==$NATS_PY_VERSION"
+  python3 -c 'import nats' || die "nats-py still not importable"
 fi
 
 # --- cvc5 for the verification service --------------------------------------------------------

@@ -44,8 +44,21 @@ pub enum Command {
     /// --log URL --index N. The whole log: --audit URL [--checkpoint OLD], or --audit-dir DIR.
     /// Exit 0 valid, 1 invalid, 2 bad command line or input file, 3 the log could not be checked.
     Verify(crate::tools::verify::VerifyArgs),
+    /// Infrastructure stand-ins for air-gapped or minimal deployments (not for scale).
+    Shim {
+        #[command(subcommand)]
+        command: ShimCommand,
+    },
     /// Print the version and the hash of the embedded genesis constitution.
     Version,
+}
+
+/// The shims of `acgs shim`.
+#[derive(Debug, Subcommand)]
+pub enum ShimCommand {
+    /// A NATS core-protocol server (pub/sub, wildcards, queue groups, request/reply, headers);
+    /// no JetStream, clustering, TLS or auth, and no state.
+    Nats(crate::shim::nats::NatsArgs),
 }
 
 /// Where configuration comes from, and the keys that have flags.

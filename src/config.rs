@@ -393,7 +393,9 @@ impl Config {
         for (name, _) in env_names(sources.env) {
             let known = leaves.keys().any(|k| env_name(k) == name || format!("{}_FILE", env_name(k)) == name)
                 || OTHER_ACGS_VARS.contains(&name.as_str())
-                || name.starts_with("ACGS_TEST_");
+                || name.starts_with("ACGS_TEST_")
+                // The shims' own flags (`acgs shim … --help`), not configuration keys.
+                || name.starts_with("ACGS_SHIM_");
             if !known {
                 warnings.push(format!("ignoring unknown environment variable {name}"));
             }

@@ -3,7 +3,8 @@
 //! The binary (`main.rs`) only calls [`main`]. Everything lives here: the command line
 //! ([`cli`]), configuration ([`config`]), what every service shares ([`kernel`]), the seven
 //! services ([`services`]), starting and stopping them ([`server`]), the small operator tools
-//! ([`tools`]) and the files bundled into the binary ([`embedded`]). See ARCHITECTURE.md.
+//! ([`tools`]), the infrastructure stand-ins ([`shim`]) and the files bundled into the binary
+//! ([`embedded`]). See ARCHITECTURE.md.
 
 pub mod cli;
 pub mod config;
@@ -11,13 +12,14 @@ pub mod embedded;
 pub mod kernel;
 pub mod server;
 pub mod services;
+pub mod shim;
 pub mod tools;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, ConfigArgs, Selection};
+use crate::cli::{Cli, Command, ConfigArgs, Selection, ShimCommand};
 use crate::config::{Config, ConfigError, Sources};
 
 /// How a command failed, and so which exit code it gets.
@@ -109,6 +111,7 @@ fn dispatch(command: Command) -> Result<ExitCode, Failure> {
         Command::Certs(args) => tool(tools::certs::run(args)),
         Command::Embedded(args) => tool(tools::export::run(args)),
         Command::Verify(args) => verify(args),
+        Command::Shim { command: ShimCommand::Nats(args) } => shim_nats(args),
         Command::Version => {
             let hash = kernel::constitution::Constitution::genesis()
                 .map(|c| c.digest().short)
@@ -154,9 +157,24 @@ fn load_config(args: &ConfigArgs, mut extra: Vec<(&'static str, toml::Value)>) -
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    init_logging_with(filter, config.log.format == "json");
+}
+
+fn init_logging_with(filter: tracing_subscriber::EnvFilter, json: bool) {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    let _ = if config.log.format == "json" { builder.json().try_init() } else { builder.try_init() };
+    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+}
+
+/// `acgs shim nats`: until SIGTERM or Ctrl-C; connections get the write deadline to flush.
+fn shim_nats(args: shim::nats::NatsArgs) -> Result<ExitCode, Failure> {
+    let options = args.options().map_err(Failure::Usage)?;
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level).map_err(|e| {
+        Failure::Usage(format!("--log-level (ACGS_LOG_LEVEL) {:?} is not a tracing filter: {e}", args.log_level))
+    })?;
+    init_logging_with(filter, false);
+    runtime()?.block_on(shim::nats::serve(args, options, kernel::shutdown::signal()))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn serve(selection: Selection, port: Option<u16>, run: cli::RunArgs) -> Result<ExitCode, Failure> {

@@ -227,6 +227,7 @@ fn help_and_version() {
         vec!["certs", "--help"],
         vec!["embedded", "export", "--help"],
         vec!["migrate", "--help"],
+        vec!["shim", "nats", "--help"],
     ] {
         let out = acgs(&args, &[]);
         assert!(out.status.success(), "{args:?}");
