@@ -73,7 +73,7 @@ pub struct ConfigArgs {
     /// PostgreSQL URL (postgres://…); without it every service uses embedded SQLite.
     #[arg(long, env = "ACGS_DATABASE_URL", value_name = "URL", hide_env_values = true)]
     pub database_url: Option<String>,
-    /// NATS URL for a distributed deployment (not built yet).
+    /// NATS URL (nats://host:4222): the bus between the processes of a distributed deployment.
     #[arg(long, env = "ACGS_NATS_URL", value_name = "URL", hide_env_values = true)]
     pub nats_url: Option<String>,
     /// Redis URL for a distributed deployment (not built yet).

@@ -50,7 +50,7 @@ pub struct Config {
     pub bind: String,
     /// `postgres://…` to use PostgreSQL instead of embedded SQLite.
     pub database_url: String,
-    /// `nats://…` for the distributed bus (not built yet: refused if set).
+    /// `nats://…`: the bus between processes (empty: in-process only).
     pub nats_url: String,
     /// `redis://…` for shared caches (not built yet: refused if set).
     pub redis_url: String,
@@ -419,8 +419,9 @@ impl Config {
         if !(url.is_empty() || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err(fail("database_url", "must start with postgres:// or postgresql://".into()));
         }
-        if !self.nats_url.is_empty() {
-            return Err(fail("nats_url", "the NATS bus is not built yet; leave it unset".into()));
+        let nats = &self.nats_url;
+        if !(nats.is_empty() || nats.starts_with("nats://") || nats.starts_with("tls://")) {
+            return Err(fail("nats_url", "must start with nats:// or tls://".into()));
         }
         if !self.redis_url.is_empty() {
             return Err(fail("redis_url", "the Redis cache is not built yet; leave it unset".into()));

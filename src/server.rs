@@ -58,6 +58,8 @@ pub enum StartError {
     Verification(#[from] verification::StartError),
     #[error("auth service: {0}")]
     Revocations(String),
+    #[error(transparent)]
+    Bus(#[from] crate::kernel::bus::BusError),
     #[error("cannot listen on {addr} for the {service} service: {reason}")]
     Listen { service: ServiceName, addr: SocketAddr, reason: String },
 }
@@ -138,7 +140,7 @@ pub async fn start(config: Config, selection: &[ServiceName]) -> Result<Stack, S
         check_pinned(&config, &constitution.digest().short)?;
     }
     create_data_dir(&config.data_dir)?;
-    let bus = Bus::new();
+    let bus = if config.nats_url.is_empty() { Bus::new() } else { Bus::connect_nats(&config.nats_url).await? };
 
     let (auth_service, admin) = if selection.contains(&ServiceName::Auth) {
         let (service, bootstrap) = AuthService::start(&config, bus.clone()).await?;
@@ -312,6 +314,13 @@ pub async fn start(config: Config, selection: &[ServiceName]) -> Result<Stack, S
             },
             ServiceName::Evolution => evolution::app(),
         };
+        if bus.is_distributed() {
+            let bus = bus.clone();
+            app.ready.push(ReadyCheck::new("bus", move || {
+                let bus = bus.clone();
+                async move { bus.check() }
+            }));
+        }
         if auth_service.is_none() {
             let client = auth_client.clone();
             app.ready.push(ReadyCheck::new("auth", move || {

@@ -1,13 +1,17 @@
 //! The event bus between services: constitution ratifications, token revocations, policy
 //! activations, cache invalidation.
 //!
-//! This is the in-process bus used by `acgs up`: a broadcast channel that every subscriber sees in
-//! order. The NATS bus of a distributed deployment will implement the same `publish`/`subscribe`
-//! interface; subjects are listed in ARCHITECTURE.md.
+//! Every process has a local broadcast channel that its subscribers see in order; that is the
+//! whole bus of `acgs up`. With `nats_url` ([`Bus::connect_nats`]) the bus is also bridged to NATS:
+//! every event published here goes out on its subject (in publication order, through one
+//! publisher task), and every `acgs.>` message from another process comes in on the local
+//! channel. A header names the publishing process, so a process never receives its own events
+//! twice. While NATS is unreachable the client buffers what is published and reconnects by
+//! itself; the bus's users do not change at all. Subjects are listed in ARCHITECTURE.md.
 
 use std::sync::Arc;
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 /// Subjects used on the bus.
 pub mod subjects {
@@ -34,6 +38,20 @@ pub struct Event {
 #[derive(Clone)]
 pub struct Bus {
     tx: broadcast::Sender<Event>,
+    /// The NATS bridge's outbound queue, when connected.
+    remote: Option<mpsc::UnboundedSender<Event>>,
+    nats: Option<async_nats::Client>,
+}
+
+/// The header that names the process an event came from.
+const ORIGIN: &str = "Acgs-Origin";
+
+/// Why the bus could not be bridged to NATS.
+#[derive(Debug, thiserror::Error)]
+#[error("nats_url: cannot use {url}: {reason}")]
+pub struct BusError {
+    pub url: String,
+    pub reason: String,
 }
 
 impl Default for Bus {
@@ -43,20 +61,108 @@ impl Default for Bus {
 }
 
 impl Bus {
+    /// The in-process bus.
     pub fn new() -> Self {
         let (tx, _) = broadcast::channel(4096);
-        Bus { tx }
+        Bus { tx, remote: None, nats: None }
     }
 
-    /// Publishes an event; with no subscriber it is dropped (nobody is interested).
+    /// The bus bridged to NATS at `url` (`nats://host:4222`). The first connection is retried in
+    /// the background, so a process starts while NATS is still coming up; events published
+    /// meanwhile wait in the client's buffer.
+    pub async fn connect_nats(url: &str) -> Result<Bus, BusError> {
+        let fail = |reason: String| BusError { url: redact(url), reason };
+        let origin = uuid::Uuid::new_v4().to_string();
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("acgs-{}", std::process::id()))
+            .retry_on_initial_connect()
+            .connect(url)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let mut bus = Bus::new();
+        let incoming = client.subscribe("acgs.>").await.map_err(|e| fail(e.to_string()))?;
+        tokio::spawn(bridge_in(incoming, bus.tx.clone(), origin.clone()));
+        let (out, rx) = mpsc::unbounded_channel();
+        tokio::spawn(bridge_out(client.clone(), rx, origin));
+        bus.remote = Some(out);
+        bus.nats = Some(client);
+        Ok(bus)
+    }
+
+    /// Whether the NATS bridge (if any) is connected: `Ok` without NATS or when connected.
+    pub fn check(&self) -> Result<(), String> {
+        match &self.nats {
+            None => Ok(()),
+            Some(client) => match client.connection_state() {
+                async_nats::connection::State::Connected => Ok(()),
+                state => Err(format!("the NATS bus is {state}")),
+            },
+        }
+    }
+
+    /// Whether this bus is bridged to NATS.
+    pub fn is_distributed(&self) -> bool {
+        self.nats.is_some()
+    }
+
+    /// Publishes an event to this process's subscribers and, when bridged, to every other
+    /// process's; with no subscriber it is dropped (nobody is interested).
     pub fn publish(&self, subject: &str, payload: serde_json::Value) {
-        let _ = self.tx.send(Event { subject: Arc::from(subject), payload: Arc::new(payload) });
+        let event = Event { subject: Arc::from(subject), payload: Arc::new(payload) };
+        if let Some(remote) = &self.remote {
+            let _ = remote.send(event.clone());
+        }
+        let _ = self.tx.send(event);
     }
 
     /// Subscribes to the subjects starting with `prefix` (`""` for all).
     pub fn subscribe(&self, prefix: &str) -> Subscription {
         Subscription { rx: self.tx.subscribe(), prefix: prefix.to_string() }
     }
+}
+
+/// A URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match url.split_once("://").and_then(|(scheme, rest)| rest.split_once('@').map(|(_, host)| (scheme, host))) {
+        Some((scheme, host)) => format!("{scheme}://…@{host}"),
+        None => url.to_string(),
+    }
+}
+
+/// Sends what this process publishes to NATS, in order, marked with its origin.
+async fn bridge_out(client: async_nats::Client, mut rx: mpsc::UnboundedReceiver<Event>, origin: String) {
+    while let Some(event) = rx.recv().await {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(ORIGIN, origin.as_str());
+        let body = match serde_json::to_vec(&*event.payload) {
+            Ok(body) => body,
+            Err(e) => {
+                tracing::error!(subject = %event.subject, error = %e, "cannot serialise a bus event");
+                continue;
+            }
+        };
+        if let Err(e) = client.publish_with_headers(event.subject.to_string(), headers, body.into()).await {
+            tracing::warn!(subject = %event.subject, error = %e, "cannot publish a bus event to NATS");
+        }
+    }
+}
+
+/// Delivers other processes' events from NATS to this process's subscribers.
+async fn bridge_in(mut incoming: async_nats::Subscriber, tx: broadcast::Sender<Event>, origin: String) {
+    use futures::StreamExt;
+    while let Some(message) = incoming.next().await {
+        let own = message.headers.as_ref().and_then(|h| h.get(ORIGIN)).is_some_and(|o| o.as_str() == origin);
+        if own {
+            continue;
+        }
+        match serde_json::from_slice::<serde_json::Value>(&message.payload) {
+            Ok(payload) => {
+                let _ = tx.send(Event { subject: Arc::from(message.subject.as_str()), payload: Arc::new(payload) });
+            }
+            Err(e) => tracing::warn!(subject = %message.subject, error = %e, "ignoring a bus message that is not JSON"),
+        }
+    }
+    tracing::warn!("the NATS bus subscription ended");
 }
 
 /// A stream of events whose subject starts with a prefix.

@@ -258,6 +258,30 @@ impl ConsensusCore {
         self.score_active(v.content.clone());
     }
 
+    /// Serves the stored active set if it is not the one this process serves (another replica
+    /// activated it); a set that cannot be loaded leaves the current engine in place, loudly.
+    pub(crate) async fn follow_active(&self) {
+        let stored = match Store(&self.db).active().await {
+            Ok(Some(v)) => v,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the active policy set announced on the bus");
+                return;
+            }
+        };
+        if stored.version == self.engine().version() {
+            return;
+        }
+        match compile(stored.version, &stored.content) {
+            Ok(engine) => {
+                self.swap_engine(Arc::new(engine.with_cache(self.cache_entries)));
+                self.version.set(stored.version);
+                tracing::info!(version = stored.version, "serving the policy set another replica activated");
+            }
+            Err(e) => tracing::error!(version = stored.version, error = %e, "the active policy set does not compile"),
+        }
+    }
+
     /// Verifies the set in force in the background so `acgs_constitutional_compliance_score`
     /// follows activations and ratifications.
     pub(crate) fn score_active(&self, content: Content) {

@@ -217,6 +217,7 @@ impl ConsensusService {
     pub fn spawn_worker(&self, interval: Duration) -> JoinHandle<()> {
         let core = self.core.clone();
         let mut ratified = core.bus.subscribe(subjects::CONSTITUTION_RATIFIED);
+        let mut activated = core.bus.subscribe(subjects::POLICY_ACTIVATED);
         tokio::spawn(async move {
             match core.active_content().await {
                 Ok(active) => core.score_active(active.content),
@@ -232,6 +233,13 @@ impl ConsensusService {
                         if let Ok(active) = core.active_content().await {
                             core.score_active(active.content);
                         }
+                    }
+                    // Another replica activated a set: serve it too.
+                    Some(event) = activated.next() => {
+                        if event.payload["version"].as_i64() != Some(core.engine().version()) {
+                            core.follow_active().await;
+                        }
+                        continue;
                     }
                 }
                 core.verify_pending().await;

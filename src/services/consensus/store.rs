@@ -71,12 +71,15 @@ fn set_from_row(row: &Row) -> Result<SetVersion, StorageError> {
     })
 }
 
-async fn active_in(tx: &mut Tx) -> Result<Option<SetVersion>, StorageError> {
-    let sql = format!(
+fn active_sql() -> String {
+    format!(
         "SELECT {} FROM policy_sets p JOIN active_set a ON a.version = p.version WHERE a.id = 1",
         SET_COLUMNS.split(", ").map(|c| format!("p.{c}")).collect::<Vec<_>>().join(", ")
-    );
-    tx.query_opt(&sql, &[]).await?.as_ref().map(set_from_row).transpose()
+    )
+}
+
+async fn active_in(tx: &mut Tx) -> Result<Option<SetVersion>, StorageError> {
+    tx.query_opt(&active_sql(), &[]).await?.as_ref().map(set_from_row).transpose()
 }
 
 /// Inserts the next version with `content` and makes it active, in `tx`.
@@ -149,6 +152,11 @@ impl Store<'_> {
         let v = insert_and_activate(&mut tx, genesis, "system", None, Some("genesis policy set"), now).await?;
         tx.commit().await?;
         Ok(v)
+    }
+
+    /// The active version as stored.
+    pub async fn active(&self) -> Result<Option<SetVersion>, StorageError> {
+        self.0.query_opt(&active_sql(), &[]).await?.as_ref().map(set_from_row).transpose()
     }
 
     pub async fn version(&self, version: i64) -> Result<Option<SetVersion>, StorageError> {
