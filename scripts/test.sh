@@ -7,7 +7,8 @@
 #
 # What it does, on a brand-new Debian 12 machine (as root, or through sudo when not root), and
 # again on the same machine (idempotent: a second run installs nothing and is fast):
-#   1. installs what is missing: Debian's postgresql (server) and prometheus (for promtool);
+#   1. installs what is missing: Debian's postgresql (server), prometheus (for promtool),
+#      nats-server, redis-server and redis-tools (the distributed topology and the shims' tests);
 #      Python's PyJWT and cryptography (used by the tests) and nats-py (pinned; the NATS shim's
 #      conformance test); `apt-get update` only when needed;
 #      the cvc5 solver for the verification service: a `cvc5` (1.3 or newer) already on PATH, or
@@ -79,6 +80,11 @@ pg_server_version() {
 apt_pkgs=()
 [ -n "$(pg_server_version)" ] && command -v pg_lsclusters >/dev/null || apt_pkgs+=(postgresql)
 command -v promtool >/dev/null || apt_pkgs+=(prometheus)
+# The distributed topology's shared servers (tests/common/distributed.rs starts its own on free
+# ports; without them it would fall back to the shims).
+command -v nats-server >/dev/null || apt_pkgs+=(nats-server)
+command -v redis-server >/dev/null || apt_pkgs+=(redis-server)
+command -v redis-cli >/dev/null || apt_pkgs+=(redis-tools)
 # --- Docker for the slow suites: a later issue installs docker.io here (when ACGS_SLOW_TESTS=1) ---
 # if [ "$ACGS_SLOW_TESTS" = 1 ]; then command -v docker >/dev/null || apt_pkgs+=(docker.io); fi
 
@@ -100,7 +106,7 @@ if [ "${#apt_pkgs[@]}" -gt 0 ]; then
   if [ "$policy_created" = 1 ]; then "${SUDO[@]}" rm -f /usr/sbin/policy-rc.d; fi
   [ "$apt_rc" -eq 0 ] || die "apt-get failed (exit $apt_rc)"
 else
-  step "Debian packages: postgresql, prometheus (promtool) already installed"
+  step "Debian packages: postgresql, prometheus (promtool), nats-server, redis-server, redis-tools already installed"
 fi
 command -v promtool >/dev/null || die "promtool still missing after installing prometheus"
 

@@ -24,7 +24,7 @@ use crate::kernel::storage::StorageConfig;
 pub const DEFAULT_CONFIG_FILE: &str = "config/acgs.toml";
 
 /// Keys whose values are secrets: never printed, and also read from `<ENV>_FILE`.
-const SECRET_KEYS: &[&str] = &["admin_password", "database_url", "redis_url", "nats_url"];
+const SECRET_KEYS: &[&str] = &["admin_password", "database_url", "redis_url", "nats_url", "service_client_secret"];
 
 /// The guide's environment names and the keys they set (below their `ACGS_` twins).
 const GUIDE_ALIASES: &[(&str, &str)] = &[
@@ -60,6 +60,11 @@ pub struct Config {
     pub constitution_file: String,
     /// The first admin's password; generated and written to `<data_dir>/admin-password` if empty.
     pub admin_password: String,
+    /// The machine client (role `service`) through which services call each other over HTTP.
+    pub service_client_id: String,
+    /// Its secret. The auth service makes the client have it; every other process uses it to get
+    /// tokens. Empty: the auth service generates one into `<data_dir>/service-client-secret`.
+    pub service_client_secret: String,
     pub log: LogConfig,
     pub http: HttpConfig,
     pub storage: StorageSettings,
@@ -243,6 +248,8 @@ impl Default for Config {
             constitutional_hash: String::new(),
             constitution_file: String::new(),
             admin_password: String::new(),
+            service_client_id: "acgs-services".into(),
+            service_client_secret: String::new(),
             log: LogConfig::default(),
             http: HttpConfig::default(),
             storage: StorageSettings::default(),
@@ -461,6 +468,10 @@ impl Config {
         }
         if let Err(reason) = crate::services::consensus::LogMode::parse(&self.consensus.decision_log) {
             return Err(fail("consensus.decision_log", reason));
+        }
+        let id = &self.service_client_id;
+        if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return Err(fail("service_client_id", "must be 1-64 letters, digits, `-`, `_` or `.`".into()));
         }
         if self.auth.issuer.is_empty() || self.auth.audience.is_empty() {
             return Err(fail("auth.issuer", "issuer and audience must not be empty".into()));

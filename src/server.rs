@@ -19,9 +19,10 @@ use crate::kernel::auth::{KeySource, Verifier};
 use crate::kernel::bus::{Bus, subjects};
 use crate::kernel::constitution::{Constitution, ConstitutionError, HashCell};
 use crate::kernel::http::{self, HttpContext, ReadyCheck, ServiceApp};
+use crate::kernel::peer::BearerSource;
 use crate::kernel::service::ServiceName;
 use crate::kernel::shutdown::Shutdown;
-use crate::services::auth::client::AuthClient;
+use crate::services::auth::client::{AuthClient, ServiceCredentials};
 use crate::services::auth::{self, AdminBootstrap, AuthService};
 use crate::services::consensus::client::ConsensusClient;
 use crate::services::constitution::client::ConstitutionClient;
@@ -150,9 +151,18 @@ pub async fn start(config: Config, selection: &[ServiceName]) -> Result<Stack, S
     };
     let integrity_service =
         if selection.contains(&ServiceName::Integrity) { Some(IntegrityService::start(&config)?) } else { None };
+    // The service tokens with which this process's services call services in other processes.
+    let credentials: Option<Arc<dyn BearerSource>> = match (&auth_service, config.peer_url(ServiceName::Auth)) {
+        (Some(service), _) => ServiceCredentials::in_process(&service.client(), &config.service_client_id)
+            .map(|c| c as Arc<dyn BearerSource>),
+        (None, Some(url)) if !config.service_client_secret.is_empty() => {
+            Some(ServiceCredentials::http(url, &config.service_client_id, &config.service_client_secret))
+        }
+        (None, _) => None,
+    };
     let auth_client = match (&auth_service, config.peer_url(ServiceName::Auth)) {
         (Some(service), _) => service.client(),
-        (None, Some(url)) => AuthClient::http(url),
+        (None, Some(url)) => AuthClient::http(url, credentials.clone()),
         (None, None) => AuthClient::Unconfigured,
     };
     // The constitution service decides the active version (the latest stored one); a pinned hash
@@ -179,11 +189,9 @@ pub async fn start(config: Config, selection: &[ServiceName]) -> Result<Stack, S
     } else {
         None
     };
-    // Over HTTP the verification service needs a service token: the distributed-mode issue
-    // provides one; until then a remote verifier refuses and proposals stay unverified.
     let verification_client = match (&verification_service, config.peer_url(ServiceName::Verification)) {
         (Some(service), _) => service.client(),
-        (None, Some(url)) => VerificationClient::http(url, None),
+        (None, Some(url)) => VerificationClient::http(url, credentials.clone()),
         (None, None) => VerificationClient::Unconfigured,
     };
 
@@ -210,12 +218,22 @@ pub async fn start(config: Config, selection: &[ServiceName]) -> Result<Stack, S
     if let Some(service) = &integrity_service {
         background.push(service.spawn_checkpointer());
     }
-    // Audit outboxes drain into the integrity log: in this process, or over HTTP.
-    let audit_sink: Option<Arc<dyn AuditSink>> = match (&integrity_service, config.peer_url(ServiceName::Integrity)) {
-        (Some(service), _) => Some(Arc::new(service.client())),
-        (None, Some(url)) => Some(Arc::new(IntegrityClient::http(url))),
-        (None, None) => None,
-    };
+    if let Some(service) = &integrity_service
+        && bus.is_distributed()
+    {
+        background.push(service.spawn_bus_responder(bus.clone(), verifier.clone()));
+    }
+    // Audit outboxes drain into the integrity log: in this process, else through calls on the
+    // NATS bus, else over HTTP.
+    let audit_sink: Option<Arc<dyn AuditSink>> =
+        match (&integrity_service, &credentials, config.peer_url(ServiceName::Integrity)) {
+            (Some(service), _, _) => Some(Arc::new(service.client())),
+            (None, Some(credentials), _) if bus.is_distributed() => {
+                Some(Arc::new(IntegrityClient::Bus { bus: bus.clone(), credentials: credentials.clone() }))
+            }
+            (None, _, Some(url)) => Some(Arc::new(IntegrityClient::http(url, credentials.clone()))),
+            (None, _, None) => None,
+        };
     let consensus_service = if selection.contains(&ServiceName::Consensus) {
         let peers = consensus::Peers {
             auth: auth_client.clone(),
@@ -230,8 +248,8 @@ pub async fn start(config: Config, selection: &[ServiceName]) -> Result<Stack, S
         match writer {
             Some(writer) => background.push(tokio::spawn(writer)),
             None => tracing::warn!(
-                "decisions cannot be logged: the integrity service is not in this process and ACGS_INTEGRITY_URL \
-                 is not set; decisions that must be logged are denied"
+                "decisions cannot be logged: the integrity service is not in this process, and neither the NATS \
+                 bus with a service token nor ACGS_INTEGRITY_URL is configured; decisions that must be logged are denied"
             ),
         }
         Some(service)
@@ -260,8 +278,8 @@ pub async fn start(config: Config, selection: &[ServiceName]) -> Result<Stack, S
             Some(relay) => background.push(tokio::spawn(relay.run())),
             None => tracing::warn!(
                 service = %name,
-                "audit events wait in the outbox: the integrity service is not in this process and \
-                 ACGS_INTEGRITY_URL is not set"
+                "audit events wait in the outbox: the integrity service is not in this process, and \
+                 neither the NATS bus with a service token nor ACGS_INTEGRITY_URL is configured"
             ),
         }
     }

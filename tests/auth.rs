@@ -7,10 +7,11 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+use acgs::kernel::service::ServiceName;
 use acgs::kernel::storage::Db;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use common::{ADMIN_PASSWORD, TestApp, error_code, spawn_app, spawn_app_with};
+use common::{ADMIN_PASSWORD, TestApp, Topology, error_code, spawn_app, spawn_app_with, spawn_in};
 use serde_json::{Value, json};
 
 async fn jwks(app: &TestApp) -> Value {
@@ -69,9 +70,10 @@ async fn me_status(app: &TestApp, token: &str) -> u16 {
     app.get(&app.auth("/api/v1/users/me"), Some(token)).await.status().as_u16()
 }
 
-#[tokio::test]
-async fn password_grant_token_verifies_with_pyjwt_against_the_jwks() {
-    let app = spawn_app().await;
+per_topology!(password_grant_token_verifies_with_pyjwt_against_the_jwks, revocation_of_access_and_refresh_tokens);
+
+async fn password_grant_token_verifies_with_pyjwt_against_the_jwks(topology: Topology) {
+    let app = spawn_in(topology, |_| {}).await;
     let response = app.login("admin", ADMIN_PASSWORD).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["cache-control"], "no-store");
@@ -187,9 +189,32 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
     assert_eq!(refresh(fresh).await.status(), 200);
 }
 
-#[tokio::test]
-async fn revocation_of_access_and_refresh_tokens() {
-    let app = spawn_app().await;
+/// Protected routes of the services that have them, called with an otherwise harmless request:
+/// a valid token gets past authentication (any status but 401), a revoked one does not.
+const EVERY_SERVICE: &[(ServiceName, &str, &str)] = &[
+    (ServiceName::Auth, "GET", "/api/v1/users/me"),
+    (ServiceName::Constitution, "POST", "/api/v1/amendments"),
+    (ServiceName::Integrity, "POST", "/api/v1/log/entries"),
+    (ServiceName::Verification, "POST", "/api/v1/verify"),
+    (ServiceName::Consensus, "POST", "/api/v1/decide"),
+];
+
+/// The status each service answers `token` with.
+async fn statuses(app: &TestApp, token: &str) -> Vec<(ServiceName, u16)> {
+    let mut out = Vec::new();
+    for (service, method, path) in EVERY_SERVICE {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = app.http.request(method.clone(), app.url(*service, path)).bearer_auth(token);
+        if method == reqwest::Method::POST {
+            request = request.json(&json!({}));
+        }
+        out.push((*service, request.send().await.expect("request").status().as_u16()));
+    }
+    out
+}
+
+async fn revocation_of_access_and_refresh_tokens(topology: Topology) {
+    let app = spawn_in(topology, |_| {}).await;
     let (access, refresh) = app.tokens("admin", ADMIN_PASSWORD).await;
     assert_eq!(me_status(&app, &access).await, 200);
     let revoke = |token: String| {
@@ -203,8 +228,19 @@ async fn revocation_of_access_and_refresh_tokens() {
                 .expect("revoke")
         }
     };
+    assert!(statuses(&app, &access).await.iter().all(|(_, status)| *status != 401), "the token works everywhere");
     assert_eq!(revoke(access.clone()).await.status(), 200);
     assert_eq!(me_status(&app, &access).await, 401, "revoked access token refused");
+    // Every service refuses it within a second.
+    let revoked = std::time::Instant::now();
+    loop {
+        let answers = statuses(&app, &access).await;
+        if answers.iter().all(|(_, status)| *status == 401) {
+            break;
+        }
+        assert!(revoked.elapsed() < std::time::Duration::from_secs(1), "still accepted after 1 s: {answers:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     // Every service in the process refuses it too (shared verifier): introspection says inactive.
     let admin = app.admin_token().await;
     let inspected: Value = app
@@ -233,6 +269,9 @@ async fn revocation_of_access_and_refresh_tokens() {
     assert_eq!(revoke("nonsense".into()).await.status(), 200);
 
     // The revocation survives a restart.
+    if topology == Topology::Distributed {
+        return;
+    }
     let mut app = app;
     app.restart().await;
     assert_eq!(me_status(&app, &access).await, 401, "revocation persisted");
@@ -616,10 +655,12 @@ async fn logins_and_changes_are_audited_without_secrets() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let auth: Vec<&Value> = seen.iter().map(|e| &e["event"]).filter(|e| e["service"] == "auth").collect();
-    // The first events are the install's own: its first signing key and the first admin.
+    // The first events are the install's own: its first signing key, the first admin and the
+    // services' machine client.
     assert_eq!(auth[0]["kind"], "auth.key.created");
     assert_eq!((&auth[1]["kind"], &auth[1]["actor"]), (&json!("auth.user.created"), &json!("system")));
-    let got: Vec<(String, String, String)> = auth[2..]
+    assert_eq!((&auth[2]["kind"], &auth[2]["subject"]), (&json!("auth.client.created"), &json!("client:acgs-services")));
+    let got: Vec<(String, String, String)> = auth[3..]
         .iter()
         .map(|e| {
             let s = |k: &str| e[k].as_str().expect("string").to_string();
@@ -642,4 +683,40 @@ async fn logins_and_changes_are_audited_without_secrets() {
         assert!(!text.contains(secret), "the log contains a secret: {secret}");
     }
     assert!(!text.contains(machine_access));
+}
+
+#[tokio::test]
+async fn the_services_machine_client_gets_service_tokens_and_counts_voters() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = spawn_app().await;
+    let path = app.dir.path().join("service-client-secret");
+    let mode = std::fs::metadata(&path).expect("secret file").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let secret = std::fs::read_to_string(&path).expect("read").trim().to_string();
+    async fn grant(app: &TestApp, secret: &str) -> reqwest::Response {
+        app.http
+            .post(app.auth("/api/v1/auth/token"))
+            .basic_auth("acgs-services", Some(secret))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .expect("token")
+    }
+    let response = grant(&app, &secret).await;
+    assert_eq!(response.status(), 200);
+    let token = response.json::<Value>().await.expect("json")["access_token"].as_str().expect("token").to_string();
+    let admin = app.admin_token().await;
+    app.create_user(&admin, "cora", "a-long-password-1", &["council"]).await;
+    let count: Value =
+        app.get(&app.auth("/api/v1/roles/council/count"), Some(&token)).await.json().await.expect("json");
+    assert_eq!(count, json!({ "role": "council", "count": 1 }));
+    assert_eq!(error_code(app.get(&app.auth("/api/v1/roles/wizard/count"), Some(&token)).await).await.0, 404);
+    assert_eq!(error_code(grant(&app, "wrong").await).await.0, 401);
+
+    // A configured secret replaces the generated one at the next start (a rotation).
+    let mut app = app;
+    app.config.service_client_secret = "a-rotated-service-secret".into();
+    app.restart().await;
+    assert_eq!(error_code(grant(&app, &secret).await).await.0, 401, "the old secret no longer works");
+    assert_eq!(grant(&app, "a-rotated-service-secret").await.status(), 200);
 }

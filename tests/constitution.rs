@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use acgs::kernel::constitution::Constitution;
 use acgs::kernel::service::ServiceName;
 use acgs::kernel::storage::Db;
-use common::{TestApp, error_code, spawn_app, spawn_app_with};
+use common::{TestApp, Topology, error_code, spawn_app, spawn_app_with, spawn_in};
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "council-password-123";
@@ -100,9 +100,10 @@ async fn all_serve(app: &TestApp, hash: &str, limit: Duration) {
     }
 }
 
-#[tokio::test]
-async fn a_ratified_amendment_becomes_version_2_and_every_service_serves_its_hash() {
-    let mut app = spawn_app().await;
+per_topology!(a_ratified_amendment_becomes_version_2_and_every_service_serves_its_hash);
+
+async fn a_ratified_amendment_becomes_version_2_and_every_service_serves_its_hash(topology: Topology) {
+    let mut app = spawn_in(topology, |_| {}).await;
     let genesis = Constitution::genesis().expect("genesis").digest();
     let (admin, council, steward) = members(&app).await;
 
@@ -179,7 +180,10 @@ async fn a_ratified_amendment_becomes_version_2_and_every_service_serves_its_has
     assert!(metrics.contains("acgs_constitution_version 2"), "{metrics}");
     assert!(metrics.contains("acgs_amendments_closed_total{outcome=\"ratified\"} 1"), "{metrics}");
 
-    // A restart keeps version 2 active (the genesis only seeds version 1).
+    // In one process: a restart keeps version 2 active (the genesis only seeds version 1).
+    if topology == Topology::Distributed {
+        return;
+    }
     app.restart().await;
     assert_eq!(app.stack().constitutional_hash, new_hash);
     assert_eq!(get_json(&app, "/api/v1/constitution/hash", None).await["version"], 2);
@@ -386,6 +390,7 @@ async fn closing_without_the_electorate_count_fails_closed() {
     let stack = acgs::server::start(remote, &[ServiceName::Constitution]).await.expect("constitution starts");
     let app = TestApp {
         stack: Some(auth_stack),
+        cluster: None,
         services: vec![ServiceName::Auth],
         config,
         dir,

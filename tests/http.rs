@@ -117,6 +117,7 @@ async fn metrics_of_every_service_pass_promtool() {
 const PROTECTED: &[(&str, &str, &[&str])] = &[
     ("POST", "/api/v1/auth/introspect", &["service", "admin"]),
     ("POST", "/api/v1/auth/keys/rotate", &["admin"]),
+    ("GET", "/api/v1/roles/{role}/count", &["service", "admin"]),
     ("GET", "/api/v1/users/me", &[]),
     ("GET", "/api/v1/users", &["admin"]),
     ("POST", "/api/v1/users", &["admin"]),
@@ -163,7 +164,7 @@ async fn roles_no_token_is_401_and_wrong_role_is_403_on_every_protected_route() 
         assert_eq!(documented, table, "{service}: the table must list every route with a security requirement");
 
         for (method, path, allowed) in protected {
-            let url = app.url(service, &path.replace("{id}", "some-id"));
+            let url = app.url(service, &path.replace("{id}", "some-id").replace("{role}", "council"));
             let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
             let body = json!({});
             let send = |token: Option<&str>| {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use acgs::kernel::service::ServiceName;
 use common::cedar::{assert_counterexamples_are_real, cvc5};
-use common::{TestApp, error_code, spawn_app_with};
+use common::{TestApp, Topology, error_code, spawn_in};
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "a-long-password-1";
@@ -39,7 +39,11 @@ struct Governance {
 }
 
 async fn governance(cvc5: String) -> Governance {
-    let app = spawn_app_with(move |c| c.verification.cvc5 = cvc5).await;
+    governance_in(Topology::OneProcess, cvc5).await
+}
+
+async fn governance_in(topology: Topology, cvc5: String) -> Governance {
+    let app = spawn_in(topology, move |c| c.verification.cvc5 = cvc5).await;
     let admin = app.admin_token().await;
     let mut stewards = Vec::new();
     for name in ["sam", "sue", "sid"] {
@@ -111,9 +115,10 @@ async fn active_version(g: &Governance) -> i64 {
     get(&g.app, "/api/v1/policy-sets/active", &g.admin).await["version"].as_i64().expect("version")
 }
 
-#[tokio::test]
-async fn a_refuted_set_never_reaches_a_vote_and_a_proved_one_is_voted_in_and_used_at_once() {
-    let g = governance(cvc5()).await;
+per_topology!(a_refuted_set_never_reaches_a_vote_and_a_proved_one_is_voted_in_and_used_at_once);
+
+async fn a_refuted_set_never_reaches_a_vote_and_a_proved_one_is_voted_in_and_used_at_once(topology: Topology) {
+    let g = governance_in(topology, cvc5()).await;
     let [sam, sue, sid] = [&g.stewards[0], &g.stewards[1], &g.stewards[2]];
     // The genesis set keeps every invariant: its compliance score is 1 from the start.
     compliance_is_one(&g).await;

@@ -8,6 +8,11 @@
 //! channel. A header names the publishing process, so a process never receives its own events
 //! twice. While NATS is unreachable the client buffers what is published and reconnects by
 //! itself; the bus's users do not change at all. Subjects are listed in ARCHITECTURE.md.
+//!
+//! Over NATS the bus also carries *calls*: a request that one process among those serving the
+//! subject (a queue group) answers, such as audit delivery to the integrity log
+//! ([`calls::INTEGRITY_APPEND`]). Call subjects live outside `acgs.>`, so the event bridge never
+//! carries them; a call carries the caller's bearer token in an `Authorization` header.
 
 use std::sync::Arc;
 
@@ -25,6 +30,55 @@ pub mod subjects {
     /// A policy set was activated (by an approved proposal or break-glass):
     /// `{"version": 2, "sha256": "<64 hex>", "proposal": "<id>" | null}`.
     pub const POLICY_ACTIVATED: &str = "acgs.consensus.policy_activated";
+}
+
+/// Subjects of calls (request/reply, answered by one member of a queue group).
+pub mod calls {
+    /// Append audit events to the integrity log: `{"events": [...]}` with a `service` token →
+    /// `{"appended": N}` once all are durable, or `{"error": "..."}`. Deduplicated by event id.
+    pub const INTEGRITY_APPEND: &str = "acgs-call.integrity.append";
+    /// The queue group of the integrity services.
+    pub const INTEGRITY_GROUP: &str = "acgs-integrity";
+}
+
+/// A call received by a process that serves its subject.
+pub struct Call {
+    pub payload: bytes::Bytes,
+    /// The bearer token of the caller, from the `Authorization` header.
+    pub token: Option<String>,
+    reply: Option<async_nats::Subject>,
+    client: async_nats::Client,
+}
+
+impl Call {
+    /// Answers the caller (a call without a reply subject is dropped).
+    pub async fn respond(&self, body: &serde_json::Value) {
+        let Some(reply) = &self.reply else { return };
+        let body = serde_json::to_vec(body).unwrap_or_default();
+        if let Err(e) = self.client.publish(reply.clone(), body.into()).await {
+            tracing::warn!(error = %e, "cannot answer a call on the bus");
+        }
+    }
+}
+
+/// The calls on one subject for this process's share of a queue group.
+pub struct Calls {
+    subscriber: async_nats::Subscriber,
+    client: async_nats::Client,
+}
+
+impl Calls {
+    /// The next call; `None` when the subscription ends.
+    pub async fn next(&mut self) -> Option<Call> {
+        use futures::StreamExt;
+        let message = self.subscriber.next().await?;
+        let token = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Authorization"))
+            .and_then(|v| v.as_str().strip_prefix("Bearer ").map(str::to_string));
+        Some(Call { payload: message.payload, token, reply: message.reply, client: self.client.clone() })
+    }
 }
 
 /// One message on the bus.
@@ -103,6 +157,42 @@ impl Bus {
     /// Whether this bus is bridged to NATS.
     pub fn is_distributed(&self) -> bool {
         self.nats.is_some()
+    }
+
+    /// Sends a call on `subject` with `token` and waits up to `timeout` for one answer. Fails
+    /// without NATS, while NATS is unreachable, when nobody serves the subject, on time-out, and
+    /// for a body over the server's payload limit (the error says which).
+    pub async fn call(
+        &self,
+        subject: &str,
+        token: &str,
+        body: Vec<u8>,
+        timeout: std::time::Duration,
+    ) -> Result<serde_json::Value, String> {
+        let client = self.nats.as_ref().ok_or("calls need the NATS bus (nats_url)")?;
+        if client.connection_state() != async_nats::connection::State::Connected {
+            return Err(format!("{subject}: the NATS bus is {}", client.connection_state()));
+        }
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Authorization", format!("Bearer {token}").as_str());
+        let request = async_nats::Request::new().headers(headers).payload(body.into()).timeout(Some(timeout));
+        let message = client.send_request(subject.to_string(), request).await.map_err(|e| format!("{subject}: {e}"))?;
+        serde_json::from_slice(&message.payload).map_err(|e| format!("{subject}: the answer is not JSON: {e}"))
+    }
+
+    /// The largest call body the NATS server takes (0 without NATS).
+    pub fn max_payload(&self) -> usize {
+        self.nats.as_ref().map_or(0, |c| c.server_info().max_payload)
+    }
+
+    /// Serves calls on `subject` as a member of the queue `group`.
+    pub async fn serve(&self, subject: &str, group: &str) -> Result<Calls, String> {
+        let client = self.nats.as_ref().ok_or("calls need the NATS bus (nats_url)")?;
+        let subscriber = client
+            .queue_subscribe(subject.to_string(), group.to_string())
+            .await
+            .map_err(|e| format!("{subject}: {e}"))?;
+        Ok(Calls { subscriber, client: client.clone() })
     }
 
     /// Publishes an event to this process's subscribers and, when bridged, to every other

@@ -9,6 +9,7 @@ pub mod constitution;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod peer;
 pub mod policy;
 pub mod service;
 pub mod shutdown;

@@ -12,6 +12,7 @@ use acgs::server::{self, Stack};
 use serde_json::Value;
 
 pub mod cedar;
+pub mod distributed;
 pub mod process;
 pub mod rfc9162;
 
@@ -19,6 +20,8 @@ pub const ADMIN_PASSWORD: &str = "correct-horse-battery-staple";
 
 pub struct TestApp {
     pub stack: Option<Stack>,
+    /// In the distributed topology: the processes (and `stack` is `None`).
+    pub cluster: Option<distributed::Cluster>,
     /// The services this app runs.
     pub services: Vec<ServiceName>,
     pub config: Config,
@@ -67,7 +70,72 @@ pub async fn spawn_services(services: &[ServiceName], adjust: impl FnOnce(&mut C
     let mut config = test_config(dir.path()).await;
     adjust(&mut config);
     let stack = server::start(config.clone(), services).await.expect("services start");
-    TestApp { stack: Some(stack), services: services.to_vec(), config, dir, http: reqwest::Client::new() }
+    TestApp {
+        stack: Some(stack),
+        cluster: None,
+        services: services.to_vec(),
+        config,
+        dir,
+        http: reqwest::Client::new(),
+    }
+}
+
+/// Where the services of a test run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    /// All seven in this test process, as `acgs up` runs them.
+    OneProcess,
+    /// Each its own `acgs serve` process, on PostgreSQL (when testing against it), NATS and Redis.
+    Distributed,
+}
+
+/// Starts all seven services in `topology` after `adjust` has changed the configuration.
+pub async fn spawn_in(topology: Topology, adjust: impl FnOnce(&mut Config)) -> TestApp {
+    match topology {
+        Topology::OneProcess => spawn_app_with(adjust).await,
+        Topology::Distributed => {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut config = test_config(dir.path()).await;
+            adjust(&mut config);
+            let path = dir.path().to_path_buf();
+            let start = config.clone();
+            let cluster =
+                tokio::task::spawn_blocking(move || distributed::Cluster::start(&ServiceName::ALL, start, &path))
+                    .await
+                    .expect("cluster starts");
+            let app = TestApp {
+                stack: None,
+                cluster: Some(cluster),
+                services: ServiceName::ALL.to_vec(),
+                config,
+                dir,
+                http: reqwest::Client::new(),
+            };
+            app.wait_ready().await;
+            app
+        }
+    }
+}
+
+/// Runs each `async fn FLOW(topology: Topology)` once per topology, as the tests
+/// `FLOW::one_process` and `FLOW::distributed`: one suite, not a copy.
+#[macro_export]
+macro_rules! per_topology {
+    ($($flow:ident),* $(,)?) => {
+        $(
+            mod $flow {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn one_process() {
+                    super::$flow($crate::common::Topology::OneProcess).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn distributed() {
+                    let _one_at_a_time = $crate::common::process::serial_async().await;
+                    super::$flow($crate::common::Topology::Distributed).await
+                }
+            }
+        )*
+    };
 }
 
 impl TestApp {
@@ -76,7 +144,33 @@ impl TestApp {
     }
 
     pub fn addr(&self, service: ServiceName) -> SocketAddr {
-        self.stack().addr(service).expect("service runs")
+        match &self.cluster {
+            Some(cluster) => cluster.addr(service).expect("service runs"),
+            None => self.stack().addr(service).expect("service runs"),
+        }
+    }
+
+    pub fn topology(&self) -> Topology {
+        if self.cluster.is_some() { Topology::Distributed } else { Topology::OneProcess }
+    }
+
+    /// Waits (up to 30 s) until every service of the app answers `/ready` with 200.
+    pub async fn wait_ready(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        for &service in &self.services {
+            loop {
+                let response = self.http.get(self.url(service, "/ready")).send().await;
+                if response.as_ref().is_ok_and(|r| r.status() == 200) {
+                    break;
+                }
+                let detail = match response {
+                    Ok(r) => r.text().await.unwrap_or_default(),
+                    Err(e) => e.to_string(),
+                };
+                assert!(std::time::Instant::now() < deadline, "{service} is not ready after 30 s: {detail}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 
     pub fn url(&self, service: ServiceName, path: &str) -> String {
@@ -96,6 +190,7 @@ impl TestApp {
 
     /// Starts the services again on the same data dir and database.
     pub async fn restart(&mut self) {
+        assert!(self.cluster.is_none(), "restart() is for the one-process topology");
         self.stop().await;
         let stack = server::start(self.config.clone(), &self.services).await.expect("services restart");
         self.stack = Some(stack);

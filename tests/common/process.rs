@@ -20,6 +20,13 @@ pub static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+/// The same for async tests that start whole deployments (the distributed topology).
+pub static ASYNC_SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+pub async fn serial_async() -> tokio::sync::MutexGuard<'static, ()> {
+    ASYNC_SERIAL.lock().await
+}
 pub const PASSWORD: &str = "operator-password-1";
 
 pub fn acgs(args: &[&str], env: &[(&str, &str)]) -> Output {

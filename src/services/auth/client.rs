@@ -1,22 +1,23 @@
 //! How other services reach the auth service: in the same process, or over HTTP. Either way it
-//! provides the JWKS and the revocation list to the kernel's token verifier.
+//! provides the JWKS and the revocation list to the kernel's token verifier, counts the members
+//! of a role, and — as [`ServiceCredentials`] — gives a process the bearer tokens with which its
+//! services call services in other processes.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::JwkSet;
 
 use super::AuthCore;
-use crate::kernel::auth::KeySource;
+use crate::kernel::auth::{KeySource, Role};
+use crate::kernel::peer::{Auth, BearerSource, Peer};
 
 /// A handle on the auth service.
 #[derive(Clone)]
 pub enum AuthClient {
     InProcess(Arc<AuthCore>),
-    Http {
-        base_url: String,
-        http: reqwest::Client,
-    },
+    /// In another process; counting voters takes the process's service token.
+    Http(Arc<Peer>),
     /// Neither in this process nor configured: every key lookup fails (so every token is refused)
     /// and readiness says why.
     Unconfigured,
@@ -27,14 +28,10 @@ impl AuthClient {
         AuthClient::InProcess(core)
     }
 
-    /// A client for an auth service at `base_url` (`http://auth:8000`).
-    pub fn http(base_url: &str) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .connect_timeout(Duration::from_secs(2))
-            .build()
-            .unwrap_or_default();
-        AuthClient::Http { base_url: base_url.trim_end_matches('/').to_string(), http }
+    /// A client for an auth service at `base_url` (`http://auth:8000`), making the calls that
+    /// need a `service` token with `credentials`.
+    pub fn http(base_url: &str, credentials: Option<Arc<dyn BearerSource>>) -> Self {
+        AuthClient::Http(Arc::new(Peer::new("auth", base_url, Duration::from_secs(5)).with_credentials(credentials)))
     }
 
     /// Whether the auth service can be reached (for `/ready`).
@@ -46,28 +43,142 @@ impl AuthClient {
     pub async fn count_with_role(&self, role: &str) -> Result<u64, String> {
         match self {
             AuthClient::InProcess(core) => core.count_with_role(role).await.map_err(|e| e.to_string()),
-            AuthClient::Http { .. } => Err(format!(
-                "counting the members of role {role:?} over HTTP needs the distributed-mode issue; \
-                 run the constitution service in the same process as the auth service"
-            )),
+            AuthClient::Http(peer) => {
+                let reply =
+                    peer.get(&format!("/api/v1/roles/{role}/count"), Auth::Service).await.map_err(|e| e.to_string())?;
+                if !reply.is_success() {
+                    return Err(reply.unexpected().to_string());
+                }
+                let body: serde_json::Value = reply.json().map_err(|e| e.to_string())?;
+                body["count"].as_u64().ok_or_else(|| format!("{}: no count in {body}", reply.call))
+            }
             AuthClient::Unconfigured => Err(UNCONFIGURED.into()),
         }
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, String> {
-        let AuthClient::Http { base_url, http } = self else {
+        let AuthClient::Http(peer) = self else {
             return Err("not an HTTP client".into());
         };
-        let url = format!("{base_url}{path}");
-        let response = http.get(&url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
-        if !response.status().is_success() {
-            return Err(format!("GET {url}: status {}", response.status()));
+        let reply = peer.get(path, Auth::None).await.map_err(|e| e.to_string())?;
+        if !reply.is_success() {
+            return Err(reply.unexpected().to_string());
         }
-        response.json::<T>().await.map_err(|e| format!("GET {url}: {e}"))
+        reply.json().map_err(|e| e.to_string())
     }
 }
 
 const UNCONFIGURED: &str = "the auth service is not in this process and ACGS_AUTH_URL is not set";
+
+/// Bearer tokens with the `service` role for this process's calls to services elsewhere: minted
+/// directly when the auth service runs in this process, else the services' machine client's
+/// `client_credentials` grant, cached until a minute before it expires.
+pub enum ServiceCredentials {
+    InProcess {
+        core: Arc<AuthCore>,
+        client_id: String,
+    },
+    Http {
+        token_url: String,
+        client_id: String,
+        secret: String,
+        http: reqwest::Client,
+        cached: std::sync::Mutex<Option<(String, Instant)>>,
+    },
+}
+
+impl ServiceCredentials {
+    /// Tokens from the auth service in this process, for `client_id`.
+    pub fn in_process(auth: &AuthClient, client_id: &str) -> Option<Arc<ServiceCredentials>> {
+        match auth {
+            AuthClient::InProcess(core) => {
+                Some(Arc::new(ServiceCredentials::InProcess { core: core.clone(), client_id: client_id.to_string() }))
+            }
+            _ => None,
+        }
+    }
+
+    /// Tokens from the auth service at `auth_base_url` for the client `client_id` with `secret`.
+    pub fn http(auth_base_url: &str, client_id: &str, secret: &str) -> Arc<ServiceCredentials> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap_or_default();
+        Arc::new(ServiceCredentials::Http {
+            token_url: format!("{}/api/v1/auth/token", auth_base_url.trim_end_matches('/')),
+            client_id: client_id.to_string(),
+            secret: secret.to_string(),
+            http,
+            cached: std::sync::Mutex::new(None),
+        })
+    }
+
+    fn cached(&self) -> Option<std::sync::MutexGuard<'_, Option<(String, Instant)>>> {
+        match self {
+            ServiceCredentials::Http { cached, .. } => {
+                Some(cached.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+            }
+            ServiceCredentials::InProcess { .. } => None,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl BearerSource for ServiceCredentials {
+    /// A token with the `service` role, valid for at least a minute.
+    async fn bearer(&self) -> Result<String, String> {
+        match self {
+            ServiceCredentials::InProcess { core, client_id } => {
+                let subject = super::tokens::Subject {
+                    sub: client_id,
+                    name: "acgs services",
+                    roles: &[Role::Service],
+                    client_id: Some(client_id),
+                };
+                core.issue_access(&subject)
+                    .map(|(token, _)| token)
+                    .map_err(|e| format!("{}: {}", e.error, e.description))
+            }
+            ServiceCredentials::Http { token_url, client_id, secret, http, .. } => {
+                if let Some(Some((token, until))) = self.cached().as_deref()
+                    && Instant::now() < *until
+                {
+                    return Ok(token.clone());
+                }
+                let response = http
+                    .post(token_url)
+                    .basic_auth(client_id, Some(secret))
+                    .form(&[("grant_type", "client_credentials")])
+                    .send()
+                    .await
+                    .map_err(|e| format!("POST {token_url}: {e}"))?;
+                let status = response.status();
+                let body: serde_json::Value = response.json().await.map_err(|e| format!("POST {token_url}: {e}"))?;
+                let (Some(token), Some(expires_in)) = (body["access_token"].as_str(), body["expires_in"].as_u64())
+                else {
+                    return Err(format!(
+                        "POST {token_url}: the services' client {client_id:?} got no token ({status}: {})",
+                        body["error_description"].as_str().or(body["error"].as_str()).unwrap_or("no reason given")
+                    ));
+                };
+                let until = Instant::now() + Duration::from_secs(expires_in.saturating_sub(60).max(1));
+                if let Some(mut cached) = self.cached() {
+                    *cached = Some((token.to_string(), until));
+                }
+                Ok(token.to_string())
+            }
+        }
+    }
+
+    /// Drops a cached token the other side refused (revoked, keys rotated): the next call gets a
+    /// new one.
+    fn forget(&self) {
+        if let Some(mut cached) = self.cached() {
+            *cached = None;
+        }
+    }
+}
 
 #[async_trait::async_trait]
 impl KeySource for AuthClient {
@@ -113,8 +224,8 @@ mod tests {
 
     #[tokio::test]
     async fn counting_members_fails_clearly_where_it_cannot_be_done() {
-        let err = AuthClient::http("http://auth:8000").count_with_role("council").await.unwrap_err();
-        assert!(err.contains("distributed-mode"), "{err}");
+        let err = AuthClient::http("http://auth:8000", None).count_with_role("council").await.unwrap_err();
+        assert!(err.contains("service_client_secret"), "{err}");
         let err = AuthClient::Unconfigured.count_with_role("council").await.unwrap_err();
         assert!(err.contains("ACGS_AUTH_URL"), "{err}");
     }

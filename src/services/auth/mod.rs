@@ -130,6 +130,7 @@ impl AuthService {
             account_views: store::AccountViews::default(),
         });
         let bootstrap = bootstrap_admin(&core, config).await?;
+        bootstrap_service_client(&core, config).await?;
         Ok((AuthService { core }, bootstrap))
     }
 
@@ -263,6 +264,61 @@ async fn bootstrap_admin(core: &AuthCore, config: &Config) -> Result<AdminBootst
     write_secret_file(&path, &format!("{password}\n"))
         .map_err(|e| StartError::WriteFile { path: path.display().to_string(), reason: e.to_string() })?;
     Ok(AdminBootstrap::CreatedWithGeneratedPassword(path))
+}
+
+/// Makes the services' machine client (`service_client_id`, role `service`) exist with the
+/// configured secret: created if missing, its secret replaced if the configuration gives another
+/// (a rotation). Without a configured secret an existing client is left alone, and a missing one
+/// is created with a generated secret written to `<data_dir>/service-client-secret` (0600), for
+/// the operator to give to the services in other processes.
+async fn bootstrap_service_client(core: &AuthCore, config: &Config) -> Result<(), StartError> {
+    use store::{Client, Clients};
+    let id = config.service_client_id.as_str();
+    let existing = Clients(&core.db).by_id(id).await?;
+    let configured = (!config.service_client_secret.is_empty()).then_some(config.service_client_secret.as_str());
+    let now = now_secs() as i64;
+    let mut tx = core.db.begin().await?;
+    match (existing, configured) {
+        (Some(client), Some(secret))
+            if client.secret_hash != secrets::digest(secret) || !client.roles.contains(&Role::Service) =>
+        {
+            let updated = Client {
+                secret_hash: secrets::digest(secret),
+                roles: vec![Role::Service],
+                disabled: false,
+                updated_at: now,
+                ..client
+            };
+            Clients::update(&mut tx, &updated).await?;
+            let data = serde_json::json!({ "secret": "replaced from configuration", "roles": updated.roles });
+            audit(&mut tx, "auth.client.updated", &format!("client:{id}"), "system", data).await?;
+        }
+        (Some(_), _) => return Ok(()),
+        (None, configured) => {
+            let generated = configured.is_none().then(secrets::random_token);
+            let secret = configured.or(generated.as_deref()).unwrap_or_default();
+            let client = Client {
+                id: id.to_string(),
+                name: "acgs services".into(),
+                secret_hash: secrets::digest(secret),
+                roles: vec![Role::Service],
+                disabled: false,
+                created_at: now,
+                updated_at: now,
+            };
+            Clients::insert(&mut tx, &client).await?;
+            let data = serde_json::json!({ "name": client.name, "roles": client.roles });
+            audit(&mut tx, "auth.client.created", &format!("client:{id}"), "system", data).await?;
+            if let Some(secret) = &generated {
+                let path = config.data_dir.join("service-client-secret");
+                write_secret_file(&path, &format!("{secret}\n"))
+                    .map_err(|e| StartError::WriteFile { path: path.display().to_string(), reason: e.to_string() })?;
+                tracing::info!(client = id, path = %path.display(), "created the services' machine client; its secret is in this file");
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Writes a file readable by its owner only (0600), creating its directory (0700) if needed.

@@ -36,6 +36,7 @@ pub fn router(core: Arc<AuthCore>) -> Router {
         .route("/api/v1/auth/introspect", post(introspect))
         .route("/api/v1/auth/keys/rotate", post(rotate_keys))
         .route("/api/v1/auth/revocations", get(revocations))
+        .route("/api/v1/roles/{role}/count", get(role_count))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/.well-known/openid-configuration", get(openid_configuration))
         .route("/api/v1/users/me", get(me))
@@ -49,7 +50,7 @@ pub fn router(core: Arc<AuthCore>) -> Router {
 #[derive(OpenApi)]
 #[openapi(
     paths(
-        token, revoke, introspect, rotate_keys, revocations, jwks, openid_configuration, me,
+        token, revoke, introspect, rotate_keys, revocations, role_count, jwks, openid_configuration, me,
         list_users, create_user, get_user, update_user, delete_user,
         list_clients, create_client, get_client, update_client, delete_client
     ),
@@ -271,6 +272,22 @@ async fn revocations(State(core): Core) -> Result<Response, ApiError> {
     let list = core.live_revocations().await?;
     let revoked: Vec<_> = list.into_iter().map(|(jti, exp)| serde_json::json!({ "jti": jti, "exp": exp })).collect();
     Ok(axum::Json(serde_json::json!({ "revoked": revoked })).into_response())
+}
+
+/// How many enabled users hold `role`: the electorate of a vote, for the constitution and
+/// consensus services in other processes (services and admins).
+#[utoipa::path(get, path = "/api/v1/roles/{role}/count", tag = "users", security(("bearer" = [])),
+    params(("role" = String, Path, description = "admin, council, steward, auditor, agent or service")),
+    responses((status = 200, description = "`{\"role\": …, \"count\": …}`"), (status = 401), (status = 403),
+        (status = 404, description = "no such role")))]
+async fn role_count(
+    State(core): Core,
+    _caller: Authorized<ServicesAndAdmins>,
+    Path(role): Path<String>,
+) -> Result<Response, ApiError> {
+    let role: Role = role.parse().map_err(ApiError::not_found)?;
+    let count = core.count_with_role(role.as_str()).await?;
+    Ok(axum::Json(serde_json::json!({ "role": role.as_str(), "count": count })).into_response())
 }
 
 /// The public keys that verify access tokens (RFC 7517).

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::ConsensusCore;
 use super::store::{Content, Store};
+use crate::kernel::peer::{Auth, Peer};
 
 /// Why a policy set could not be had.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -30,10 +31,7 @@ pub struct PolicySetText {
 #[derive(Clone)]
 pub enum ConsensusClient {
     InProcess(Arc<ConsensusCore>),
-    Http {
-        base_url: String,
-        http: reqwest::Client,
-    },
+    Http(Arc<Peer>),
     /// Neither in this process nor configured: every call fails, saying so.
     Unconfigured,
 }
@@ -47,12 +45,7 @@ impl ConsensusClient {
 
     /// A client for a consensus service at `base_url` (`http://consensus:8005`).
     pub fn http(base_url: &str) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .connect_timeout(Duration::from_secs(2))
-            .build()
-            .unwrap_or_default();
-        ConsensusClient::Http { base_url: base_url.trim_end_matches('/').to_string(), http }
+        ConsensusClient::Http(Arc::new(Peer::new("consensus", base_url, Duration::from_secs(10))))
     }
 
     /// The texts of policy-set `version`. Over HTTP the read is made with `bearer`, the token of
@@ -65,25 +58,24 @@ impl ConsensusClient {
                 let Content { policies, schema, .. } = stored.ok_or(ClientError::NotFound(version))?.content;
                 Ok(PolicySetText { version, policies, schema })
             }
-            ConsensusClient::Http { base_url, http } => {
-                let url = format!("{base_url}/api/v1/policy-sets/{version}");
-                let mut call = http.get(&url);
-                if let Some(token) = bearer {
-                    call = call.bearer_auth(token);
-                }
-                let response = call.send().await.map_err(|e| ClientError::Unavailable(format!("GET {url}: {e}")))?;
-                match response.status().as_u16() {
+            ConsensusClient::Http(peer) => {
+                let auth = bearer.map_or(Auth::None, Auth::Bearer);
+                let reply = peer
+                    .get(&format!("/api/v1/policy-sets/{version}"), auth)
+                    .await
+                    .map_err(|e| ClientError::Unavailable(e.to_string()))?;
+                match reply.status.as_u16() {
                     200 => {}
                     404 => return Err(ClientError::NotFound(version)),
-                    status => return Err(ClientError::Unavailable(format!("GET {url}: status {status}"))),
+                    _ => return Err(ClientError::Unavailable(reply.unexpected().to_string())),
                 }
-                let body: serde_json::Value =
-                    response.json().await.map_err(|e| ClientError::Unavailable(format!("GET {url}: {e}")))?;
+                let body: serde_json::Value = reply.json().map_err(|e| ClientError::Unavailable(e.to_string()))?;
+                let url = &reply.call;
                 let text = |k: &str| {
                     body[k]
                         .as_str()
                         .map(str::to_owned)
-                        .ok_or_else(|| ClientError::Unavailable(format!("GET {url}: no {k:?} in the answer")))
+                        .ok_or_else(|| ClientError::Unavailable(format!("{url}: no {k:?} in the answer")))
                 };
                 Ok(PolicySetText { version, policies: text("policies")?, schema: text("schema")? })
             }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::ConstitutionCore;
 use crate::kernel::constitution::Constitution;
+use crate::kernel::peer::{Auth, Peer};
 
 /// The active constitution version.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -22,10 +23,7 @@ pub struct ActiveConstitution {
 #[derive(Clone)]
 pub enum ConstitutionClient {
     InProcess(Arc<ConstitutionCore>),
-    Http {
-        base_url: String,
-        http: reqwest::Client,
-    },
+    Http(Arc<Peer>),
     /// Neither in this process nor configured: every call fails, saying so.
     Unconfigured,
 }
@@ -39,12 +37,7 @@ impl ConstitutionClient {
 
     /// A client for a constitution service at `base_url` (`http://constitution:8001`).
     pub fn http(base_url: &str) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .connect_timeout(Duration::from_secs(2))
-            .build()
-            .unwrap_or_default();
-        ConstitutionClient::Http { base_url: base_url.trim_end_matches('/').to_string(), http }
+        ConstitutionClient::Http(Arc::new(Peer::new("constitution", base_url, Duration::from_secs(5))))
     }
 
     /// The active constitution, read from storage (in process) or `GET /api/v1/constitution`.
@@ -54,16 +47,15 @@ impl ConstitutionClient {
                 let v = core.latest().await.map_err(|e| e.message)?;
                 Ok(ActiveConstitution { version: v.number, hash: v.hash, sha256: v.sha256, document: v.document })
             }
-            ConstitutionClient::Http { base_url, http } => {
-                let url = format!("{base_url}/api/v1/constitution");
-                let response = http.get(&url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
-                if !response.status().is_success() {
-                    return Err(format!("GET {url}: status {}", response.status()));
+            ConstitutionClient::Http(peer) => {
+                let reply = peer.get("/api/v1/constitution", Auth::None).await.map_err(|e| e.to_string())?;
+                if !reply.is_success() {
+                    return Err(reply.unexpected().to_string());
                 }
-                let active: ActiveConstitution = response.json().await.map_err(|e| format!("GET {url}: {e}"))?;
-                // The document must be the one the hashes name: never trust a mismatch.
+                let active: ActiveConstitution = reply.json().map_err(|e| e.to_string())?;
+                let url = reply.call;
                 if active.document.digest().sha256 != active.sha256 {
-                    return Err(format!("GET {url}: the document does not hash to the sha256 it was served with"));
+                    return Err(format!("{url}: the document does not hash to the sha256 it was served with"));
                 }
                 Ok(active)
             }

@@ -12,6 +12,7 @@
 //! Services in this process deliver their outbox through [`client::IntegrityClient::InProcess`]
 //! (an [`AuditSink`]); services elsewhere `POST /api/v1/log/entries` with a `service` token.
 
+mod calls;
 pub mod client;
 pub mod log;
 pub mod merkle;
@@ -151,6 +152,15 @@ impl IntegrityService {
                 }
             }
         })
+    }
+
+    /// The task that answers audit delivery calls on the NATS bus (distributed deployments).
+    pub fn spawn_bus_responder(
+        &self,
+        bus: crate::kernel::bus::Bus,
+        verifier: Arc<crate::kernel::auth::Verifier>,
+    ) -> JoinHandle<()> {
+        calls::spawn(self.core.clone(), bus, verifier)
     }
 
     /// The HTTP application of this service.
@@ -310,9 +320,9 @@ mod tests {
         let parsed = note::verify_checkpoint(&cp.note, &verifier, Some("acgs.local/log")).expect("verifies");
         assert_eq!(parsed.root, service.log().root(3).expect("root"));
         assert_eq!(service.checkpoint_now().expect("unchanged").size, 3);
-        let http = client::IntegrityClient::http("http://integrity:8002/");
+        let http = client::IntegrityClient::http("http://integrity:8002/", None);
         let err = http.deliver(&[event(4)]).await.expect_err("no credentials");
-        assert!(err.contains("needs service credentials (distributed-mode issue)"), "{err}");
+        assert!(err.contains("service_client_secret"), "{err}");
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::VerificationCore;
 use super::report::{VerifyReport, VerifyRequest};
+use crate::kernel::peer::{Auth, BearerSource, Peer, PeerError, Retry};
 
 /// Why a verification through the client failed.
 #[derive(Debug, thiserror::Error)]
@@ -19,16 +20,18 @@ pub enum ClientError {
     Unavailable(String),
 }
 
+impl From<PeerError> for ClientError {
+    fn from(e: PeerError) -> Self {
+        ClientError::Unavailable(e.to_string())
+    }
+}
+
 /// A handle on the verification service.
 #[derive(Clone)]
 pub enum VerificationClient {
     InProcess(Arc<VerificationCore>),
-    Http {
-        base_url: String,
-        http: reqwest::Client,
-        /// A bearer token with the `service` role (the distributed-mode issue provides one).
-        token: Option<String>,
-    },
+    /// In another process, called with the process's service token.
+    Http(Arc<Peer>),
     /// Neither in this process nor configured: every call fails, saying so.
     Unconfigured,
 }
@@ -37,14 +40,12 @@ const UNCONFIGURED: &str = "the verification service is not in this process and 
 
 impl VerificationClient {
     /// A client for a verification service at `base_url` (`http://verification:8003`), calling
-    /// with `token`. Verifications can take a while: the time-out is generous.
-    pub fn http(base_url: &str, token: Option<String>) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(120))
-            .connect_timeout(Duration::from_secs(2))
-            .build()
-            .unwrap_or_default();
-        VerificationClient::Http { base_url: base_url.trim_end_matches('/').to_string(), http, token }
+    /// with the service tokens of `credentials`. Verifications can take a while: the time-out is
+    /// generous.
+    pub fn http(base_url: &str, credentials: Option<Arc<dyn BearerSource>>) -> Self {
+        VerificationClient::Http(Arc::new(
+            Peer::new("verification", base_url, Duration::from_secs(120)).with_credentials(credentials),
+        ))
     }
 
     /// Runs a verification.
@@ -54,25 +55,14 @@ impl VerificationClient {
                 let api: crate::kernel::error::ApiError = e.into();
                 ClientError::Refused { status: api.status.as_u16(), code: api.code.to_string(), message: api.message }
             }),
-            VerificationClient::Http { base_url, http, token } => {
-                let url = format!("{base_url}/api/v1/verify");
-                let mut call = http.post(&url).json(request);
-                if let Some(token) = token {
-                    call = call.bearer_auth(token);
+            VerificationClient::Http(peer) => {
+                // A verification is a pure function of its request: safe to repeat.
+                let reply = peer.post("/api/v1/verify", request, Auth::Service, Retry::Idempotent).await?;
+                if !reply.is_success() {
+                    let (code, message) = reply.error();
+                    return Err(ClientError::Refused { status: reply.status.as_u16(), code, message });
                 }
-                let response = call.send().await.map_err(|e| ClientError::Unavailable(format!("POST {url}: {e}")))?;
-                let status = response.status();
-                let body: serde_json::Value =
-                    response.json().await.map_err(|e| ClientError::Unavailable(format!("POST {url}: {e}")))?;
-                if !status.is_success() {
-                    let field = |k: &str| body["error"][k].as_str().unwrap_or_default().to_string();
-                    return Err(ClientError::Refused {
-                        status: status.as_u16(),
-                        code: field("code"),
-                        message: field("message"),
-                    });
-                }
-                serde_json::from_value(body).map_err(|e| ClientError::Unavailable(format!("POST {url}: {e}")))
+                Ok(reply.json()?)
             }
             VerificationClient::Unconfigured => Err(ClientError::Unavailable(UNCONFIGURED.into())),
         }
