@@ -31,7 +31,7 @@ async fn setup() -> Setup {
     let mut config = Config::defaults_only();
     config.data_dir = dir.path().to_path_buf();
     config.admin_password = PASSWORD.into();
-    let (auth, _) = AuthService::start(&config, Bus::new()).await.expect("auth starts");
+    let (auth, _) = AuthService::start(&config, Bus::new(), None).await.expect("auth starts");
     let source: Arc<dyn KeySource> = Arc::new(auth.client());
     let verifier = Arc::new(Verifier::new(source.clone(), "acgs", "acgs", 10_000));
     let ctx = HttpContext {

@@ -52,7 +52,7 @@ pub struct Config {
     pub database_url: String,
     /// `nats://…`: the bus between processes (empty: in-process only).
     pub nats_url: String,
-    /// `redis://…` for shared caches (not built yet: refused if set).
+    /// `redis://…` (or `rediss://`, `unix://`): the revocation list replicas share. Empty: none.
     pub redis_url: String,
     /// Pins the deployment: refuse to start if the active constitution's hash differs.
     pub constitutional_hash: String,
@@ -429,9 +429,6 @@ impl Config {
         let nats = &self.nats_url;
         if !(nats.is_empty() || nats.starts_with("nats://") || nats.starts_with("tls://")) {
             return Err(fail("nats_url", "must start with nats:// or tls://".into()));
-        }
-        if !self.redis_url.is_empty() {
-            return Err(fail("redis_url", "the Redis cache is not built yet; leave it unset".into()));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(fail("log.level", format!("{:?} is not a tracing filter", self.log.level)));

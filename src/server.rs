@@ -15,12 +15,13 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::kernel::audit::AuditSink;
-use crate::kernel::auth::{KeySource, Verifier};
+use crate::kernel::auth::{KeySource, SharedRevocations, Verifier};
 use crate::kernel::bus::{Bus, subjects};
 use crate::kernel::constitution::{Constitution, ConstitutionError, HashCell};
 use crate::kernel::http::{self, HttpContext, ReadyCheck, ServiceApp};
 use crate::kernel::peer::BearerSource;
 use crate::kernel::service::ServiceName;
+use crate::kernel::shared::SharedStore;
 use crate::kernel::shutdown::Shutdown;
 use crate::services::auth::client::{AuthClient, ServiceCredentials};
 use crate::services::auth::{self, AdminBootstrap, AuthService};
@@ -61,6 +62,8 @@ pub enum StartError {
     Revocations(String),
     #[error(transparent)]
     Bus(#[from] crate::kernel::bus::BusError),
+    #[error(transparent)]
+    Shared(#[from] crate::kernel::shared::SharedError),
     #[error("cannot listen on {addr} for the {service} service: {reason}")]
     Listen { service: ServiceName, addr: SocketAddr, reason: String },
 }
@@ -108,6 +111,11 @@ impl Stack {
                 "requests still running after the grace period were cut"
             );
         }
+        // Wait until the aborted tasks are gone, and with them what they held (the log's file
+        // lock among others): the same data dir can be opened again at once.
+        for task in self.background {
+            let _ = task.await;
+        }
     }
 }
 
@@ -143,14 +151,15 @@ pub async fn start(config: Config, selection: &[ServiceName]) -> Result<Stack, S
     create_data_dir(&config.data_dir)?;
     let bus = if config.nats_url.is_empty() { Bus::new() } else { Bus::connect_nats(&config.nats_url).await? };
 
+    // What replicas share through Redis: the revocation list every verifier asks (fail closed).
+    let shared = if config.redis_url.is_empty() { None } else { Some(SharedStore::open(&config.redis_url)?) };
+    let shared_revocations = shared.clone().map(|s| Arc::new(s) as Arc<dyn SharedRevocations>);
     let (auth_service, admin) = if selection.contains(&ServiceName::Auth) {
-        let (service, bootstrap) = AuthService::start(&config, bus.clone()).await?;
+        let (service, bootstrap) = AuthService::start(&config, bus.clone(), shared_revocations.clone()).await?;
         (Some(service), Some(bootstrap))
     } else {
         (None, None)
     };
-    let integrity_service =
-        if selection.contains(&ServiceName::Integrity) { Some(IntegrityService::start(&config)?) } else { None };
     // The service tokens with which this process's services call services in other processes.
     let credentials: Option<Arc<dyn BearerSource>> = match (&auth_service, config.peer_url(ServiceName::Auth)) {
         (Some(service), _) => ServiceCredentials::in_process(&service.client(), &config.service_client_id)
@@ -177,6 +186,9 @@ pub async fn start(config: Config, selection: &[ServiceName]) -> Result<Stack, S
         None => constitution.digest(),
     };
     check_pinned(&config, &digest.short)?;
+    // After the pin check: a refused start leaves the log's file unopened.
+    let integrity_service =
+        if selection.contains(&ServiceName::Integrity) { Some(IntegrityService::start(&config)?) } else { None };
     let hash = HashCell::new(&digest.short);
     // Verification and consensus read the active constitution: in this process, or over HTTP.
     let constitution_client = match (&constitution_service, config.peer_url(ServiceName::Constitution)) {
@@ -196,12 +208,15 @@ pub async fn start(config: Config, selection: &[ServiceName]) -> Result<Stack, S
     };
 
     let key_source: Arc<dyn KeySource> = Arc::new(auth_client.clone());
-    let verifier = Arc::new(Verifier::new(
-        key_source,
-        &config.auth.issuer,
-        &config.auth.audience,
-        usize::try_from(config.auth.token_cache_entries).unwrap_or(10_000),
-    ));
+    let verifier = Arc::new(
+        Verifier::new(
+            key_source,
+            &config.auth.issuer,
+            &config.auth.audience,
+            usize::try_from(config.auth.token_cache_entries).unwrap_or(10_000),
+        )
+        .with_shared_revocations(shared_revocations),
+    );
     let shutdown = Shutdown::new();
     let mut background = Vec::new();
     if auth_service.is_some() {
@@ -337,6 +352,13 @@ pub async fn start(config: Config, selection: &[ServiceName]) -> Result<Stack, S
             app.ready.push(ReadyCheck::new("bus", move || {
                 let bus = bus.clone();
                 async move { bus.check() }
+            }));
+        }
+        if let Some(shared) = &shared {
+            let shared = shared.clone();
+            app.ready.push(ReadyCheck::new("redis", move || {
+                let shared = shared.clone();
+                async move { shared.check().await }
             }));
         }
         if auth_service.is_none() {

@@ -659,7 +659,10 @@ async fn logins_and_changes_are_audited_without_secrets() {
     // services' machine client.
     assert_eq!(auth[0]["kind"], "auth.key.created");
     assert_eq!((&auth[1]["kind"], &auth[1]["actor"]), (&json!("auth.user.created"), &json!("system")));
-    assert_eq!((&auth[2]["kind"], &auth[2]["subject"]), (&json!("auth.client.created"), &json!("client:acgs-services")));
+    assert_eq!(
+        (&auth[2]["kind"], &auth[2]["subject"]),
+        (&json!("auth.client.created"), &json!("client:acgs-services"))
+    );
     let got: Vec<(String, String, String)> = auth[3..]
         .iter()
         .map(|e| {

@@ -173,3 +173,72 @@ async fn with_nats_down_for_10_s_decisions_go_on_and_every_audit_event_arrives_o
     // And the bus works again: readiness recovers everywhere.
     app.wait_ready().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_tokens_are_refused_503_and_accepted_again_once_it_is_back() {
+    let _one_at_a_time = process::serial_async().await;
+    let mut app = distributed().await;
+    let admin = app.admin_token().await;
+    let agent = app.client_token(&admin, "agent-one", &["agent"]).await;
+    let consensus = app.url(ServiceName::Consensus, "");
+    assert_eq!(decide_at(&app, &consensus, &agent).await["decision"], "deny");
+
+    app.cluster.as_mut().expect("distributed").redis.stop();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Fail closed: nobody can tell whether the token was revoked, so it is not accepted.
+    let response = app
+        .http
+        .post(format!("{consensus}/api/v1/decide"))
+        .bearer_auth(&agent)
+        .json(&agent_reads_public())
+        .send()
+        .await
+        .expect("decide");
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.expect("json");
+    assert!(body["error"]["message"].as_str().expect("message").contains("revocation"), "{body}");
+    let ready = app.http.get(app.url(ServiceName::Consensus, "/ready")).send().await.expect("ready");
+    assert_eq!(ready.status(), 503, "not ready without Redis");
+    // Revoking cannot be promised either.
+    let revoke =
+        app.http.post(app.auth("/api/v1/auth/revoke")).form(&[("token", agent.as_str())]).send().await.expect("revoke");
+    assert_eq!(revoke.status(), 503);
+
+    app.cluster.as_mut().expect("distributed").redis.start();
+    let back = Instant::now();
+    loop {
+        let response = app
+            .http
+            .post(format!("{consensus}/api/v1/decide"))
+            .bearer_auth(&agent)
+            .json(&agent_reads_public())
+            .send()
+            .await
+            .expect("decide");
+        if response.status() == 200 {
+            break;
+        }
+        assert!(back.elapsed() < Duration::from_secs(15), "still {} 15 s after Redis came back", response.status());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // And a revocation now reaches every replica through Redis.
+    let revoke = app.http.post(app.auth("/api/v1/auth/revoke")).form(&[("token", agent.as_str())]).send().await;
+    assert_eq!(revoke.expect("revoke").status(), 200);
+    let revoked = Instant::now();
+    loop {
+        let status = app
+            .http
+            .post(format!("{consensus}/api/v1/decide"))
+            .bearer_auth(&agent)
+            .json(&agent_reads_public())
+            .send()
+            .await
+            .expect("decide")
+            .status();
+        if status == 401 {
+            break;
+        }
+        assert!(revoked.elapsed() < Duration::from_secs(1), "the revoked token is still {status} after 1 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

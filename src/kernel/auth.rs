@@ -120,7 +120,20 @@ pub trait KeySource: Send + Sync {
     }
 }
 
-/// Why a token was refused. All of them are 401 to the caller.
+/// A revocation list shared between replicas (Redis, `kernel::shared`). A verifier that has one
+/// asks it about every token it accepts, at most once per [`RECHECK`] per token, and refuses the
+/// token when the answer cannot be had.
+#[async_trait::async_trait]
+pub trait SharedRevocations: Send + Sync {
+    async fn is_revoked(&self, jti: &str) -> Result<bool, String>;
+    async fn revoke(&self, jti: &str, exp: u64) -> Result<(), String>;
+}
+
+/// How long a "not revoked" answer from the shared list holds for one token.
+pub const RECHECK: Duration = Duration::from_millis(250);
+
+/// Why a token was refused. All of them are 401 to the caller, but for the two "cannot check
+/// right now" cases, which are 503.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum VerifyError {
     #[error("missing bearer token")]
@@ -139,6 +152,8 @@ pub enum VerifyError {
     Revoked,
     #[error("cannot obtain signing keys: {0}")]
     KeysUnavailable(String),
+    #[error("cannot check whether the token is revoked: {0}")]
+    RevocationsUnavailable(String),
 }
 
 /// Verifies access tokens. One per process, shared by every service in it.
@@ -150,6 +165,9 @@ pub struct Verifier {
     cache: RwLock<HashMap<Box<str>, Arc<Claims>>>,
     cache_capacity: usize,
     revoked: RwLock<HashMap<String, u64>>,
+    shared: Option<Arc<dyn SharedRevocations>>,
+    /// When the shared list last said each token id was not revoked.
+    confirmed: RwLock<HashMap<Box<str>, Instant>>,
 }
 
 /// Seconds since the Unix epoch.
@@ -173,6 +191,37 @@ impl Verifier {
             cache: RwLock::new(HashMap::new()),
             cache_capacity: cache_capacity.max(1),
             revoked: RwLock::new(HashMap::new()),
+            shared: None,
+            confirmed: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The same verifier, also asking `shared` about every token (fail closed).
+    pub fn with_shared_revocations(mut self, shared: Option<Arc<dyn SharedRevocations>>) -> Self {
+        self.shared = shared;
+        self
+    }
+
+    /// Asks the shared list, if any, whether the token is revoked.
+    async fn check_shared(&self, claims: &Claims) -> Result<(), VerifyError> {
+        let Some(shared) = &self.shared else { return Ok(()) };
+        if read(&self.confirmed).get(claims.jti.as_str()).is_some_and(|t| t.elapsed() < RECHECK) {
+            return Ok(());
+        }
+        match shared.is_revoked(&claims.jti).await {
+            Ok(true) => {
+                self.revoke(&claims.jti, claims.exp);
+                Err(VerifyError::Revoked)
+            }
+            Ok(false) => {
+                let mut confirmed = write(&self.confirmed);
+                if confirmed.len() >= self.cache_capacity {
+                    confirmed.clear();
+                }
+                confirmed.insert(Box::from(claims.jti.as_str()), Instant::now());
+                Ok(())
+            }
+            Err(e) => Err(VerifyError::RevocationsUnavailable(e)),
         }
     }
 
@@ -200,7 +249,8 @@ impl Verifier {
 
     /// Verifies a token: cached, or checked against the JWKS.
     pub async fn verify(&self, token: &str) -> Result<Arc<Claims>, VerifyError> {
-        if let Some(claims) = read(&self.cache).get(token).cloned() {
+        let cached = read(&self.cache).get(token).cloned();
+        if let Some(claims) = cached {
             if claims.exp + self.validation.leeway < now_secs() {
                 write(&self.cache).remove(token);
                 return Err(VerifyError::Invalid("ExpiredSignature".into()));
@@ -208,6 +258,7 @@ impl Verifier {
             if self.is_revoked(&claims.jti) {
                 return Err(VerifyError::Revoked);
             }
+            self.check_shared(&claims).await?;
             return Ok(claims);
         }
         let header = jsonwebtoken::decode_header(token).map_err(|e| VerifyError::Malformed(e.to_string()))?;
@@ -225,6 +276,7 @@ impl Verifier {
         if self.is_revoked(&claims.jti) {
             return Err(VerifyError::Revoked);
         }
+        self.check_shared(&claims).await?;
         let mut cache = write(&self.cache);
         if cache.len() >= self.cache_capacity {
             cache.clear();
@@ -327,6 +379,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
             Err(VerifyError::KeysUnavailable(why)) => {
                 tracing::warn!(error = %why, "cannot verify tokens: signing keys unavailable");
                 Err(ApiError::unavailable("cannot verify tokens right now: the auth service's keys are unavailable"))
+            }
+            Err(VerifyError::RevocationsUnavailable(why)) => {
+                tracing::warn!(error = %why, "refusing tokens: the shared revocation list cannot be read");
+                Err(ApiError::unavailable("cannot verify tokens right now: the shared revocation list is unavailable"))
             }
             Err(e) => Err(ApiError::unauthorized(e.to_string())),
         }

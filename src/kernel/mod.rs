@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod peer;
 pub mod policy;
 pub mod service;
+pub mod shared;
 pub mod shutdown;
 pub mod storage;
 pub mod voting;

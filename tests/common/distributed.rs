@@ -93,9 +93,24 @@ fn nats(dir: &Path) -> Server {
     }
 }
 
+fn redis(dir: &Path) -> Server {
+    let port = free_port();
+    if installed("redis-server") {
+        let args = ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            .map(String::from)
+            .to_vec();
+        Server::new("redis-server", "redis-server", args, port)
+    } else {
+        let data = dir.join("redis").display().to_string();
+        let args = ["shim", "redis", "--port", &port.to_string(), "--data-dir", &data].map(String::from).to_vec();
+        Server::new("acgs shim redis", BIN, args, port)
+    }
+}
+
 /// The services of one deployment, each its own process, and the servers they share.
 pub struct Cluster {
     pub nats: Server,
+    pub redis: Server,
     pub processes: Vec<(ServiceName, Process)>,
     addrs: HashMap<ServiceName, SocketAddr>,
     /// The configuration each process was started with (ports and peers filled in).
@@ -108,6 +123,8 @@ impl Cluster {
     pub fn start(services: &[ServiceName], mut config: Config, dir: &Path) -> Cluster {
         let nats = nats(dir);
         config.nats_url = format!("nats://127.0.0.1:{}", nats.port);
+        let redis = redis(dir);
+        config.redis_url = format!("redis://127.0.0.1:{}/0", redis.port);
         if config.service_client_secret.is_empty() {
             config.service_client_secret = uuid::Uuid::new_v4().simple().to_string();
         }
@@ -120,7 +137,7 @@ impl Cluster {
         for (&service, addr) in &addrs {
             set_peer_url(&mut config, service, &format!("http://{addr}"));
         }
-        let mut cluster = Cluster { nats, processes: Vec::new(), addrs, config, dir: dir.to_path_buf() };
+        let mut cluster = Cluster { nats, redis, processes: Vec::new(), addrs, config, dir: dir.to_path_buf() };
         for &service in services {
             cluster.spawn(service);
         }

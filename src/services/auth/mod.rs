@@ -39,6 +39,7 @@ use std::sync::Arc;
 use prometheus::{IntCounterVec, Opts};
 
 use crate::config::{AuthSettings, Config};
+use crate::kernel::auth::SharedRevocations;
 use crate::kernel::auth::{Role, now_secs};
 use crate::kernel::bus::{Bus, subjects};
 use crate::kernel::http::{ReadyCheck, ServiceApp};
@@ -74,6 +75,8 @@ pub struct AuthCore {
     metrics: Metrics,
     logins: IntCounterVec,
     tokens_issued: IntCounterVec,
+    /// The revocation list shared with other replicas (Redis), if configured.
+    shared: Option<Arc<dyn SharedRevocations>>,
     /// Recently served `/users/me` views (1 s).
     account_views: store::AccountViews,
 }
@@ -98,7 +101,11 @@ pub struct AuthService {
 impl AuthService {
     /// Opens storage, applies migrations, loads (or creates) the signing keys and, on first start,
     /// creates the `admin` account.
-    pub async fn start(config: &Config, bus: Bus) -> Result<(AuthService, AdminBootstrap), StartError> {
+    pub async fn start(
+        config: &Config,
+        bus: Bus,
+        shared: Option<Arc<dyn SharedRevocations>>,
+    ) -> Result<(AuthService, AdminBootstrap), StartError> {
         let db = Db::open(ServiceName::Auth.as_str(), &config.storage()).await?;
         let migrations = crate::embedded::migrations(ServiceName::Auth)?;
         db.migrate(&migrations).await?;
@@ -127,6 +134,7 @@ impl AuthService {
             metrics,
             logins,
             tokens_issued,
+            shared,
             account_views: store::AccountViews::default(),
         });
         let bootstrap = bootstrap_admin(&core, config).await?;
@@ -168,6 +176,10 @@ impl AuthCore {
     /// Revokes an access token by id, until it would have expired anyway, and tells every
     /// verifier through the bus. `actor` is who asked (the token's own subject for RFC 7009).
     pub(crate) async fn revoke_access(&self, jti: &str, exp: u64, actor: &str) -> Result<(), StorageError> {
+        // The shared list first: a revocation that other replicas would not see is not made.
+        if let Some(shared) = &self.shared {
+            shared.revoke(jti, exp).await.map_err(StorageError::Unavailable)?;
+        }
         let mut tx = self.db.begin().await?;
         store::Revocations::insert(&mut tx, jti, exp as i64, now_secs() as i64).await?;
         audit(&mut tx, "auth.token.revoked", &format!("token:{jti}"), actor, serde_json::json!({ "exp": exp })).await?;

@@ -23,7 +23,7 @@ use super::secrets;
 use super::store::{Client, Clients, RefreshTokens, User, Users};
 use super::tokens::{OAuthError, TokenResponse, no_store};
 use super::{AuthCore, audit, check_password};
-use crate::kernel::auth::{Admins, Authorized, Principal, Role, ServicesAndAdmins, Verifier, now_secs};
+use crate::kernel::auth::{Admins, Authorized, Principal, Role, ServicesAndAdmins, Verifier, VerifyError, now_secs};
 use crate::kernel::error::{ApiError, FormOrJson, Json, Path, Query};
 use crate::kernel::storage::StorageError;
 
@@ -173,6 +173,10 @@ async fn revoke(
     let result = if looks_like_jwt(&token) {
         match verifier.verify(&token).await {
             Ok(claims) => core.revoke_access(&claims.jti, claims.exp, &claims.sub).await,
+            // Whether the token is valid cannot be told right now: not "revoked".
+            Err(VerifyError::KeysUnavailable(why) | VerifyError::RevocationsUnavailable(why)) => {
+                Err(StorageError::Unavailable(why))
+            }
             Err(_) => Ok(()),
         }
     } else {
