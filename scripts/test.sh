@@ -26,6 +26,9 @@
 #                     suites, and this script does not install or start Docker for them.
 #   ACGS_CVC5         set by this script to the cvc5 command (the verification tests need it and
 #                     fail, saying to run this script, without it)
+#   ACGS_TEST_PG_RESTART
+#                     set for pass 2 only: the command that restarts that PostgreSQL server
+#                     (tests/distributed.rs restarts it under running services)
 #   ACGS_TEST_DATABASE_URL
 #                     set by this script for pass 2 only (postgres://acgs_test:PW@127.0.0.1:PORT/postgres);
 #                     tests create and drop their own databases through it. Unset in pass 1.
@@ -279,7 +282,7 @@ cargo test "${locked[@]}" --no-fail-fast "$@" || rc_sqlite=$?
 
 step "pass 2/2: cargo test ${locked[*]} --tests${*:+ $*} (PostgreSQL 127.0.0.1:$PG_PORT, ACGS_SLOW_TESTS=$ACGS_SLOW_TESTS)"
 rc_pg=0
-ACGS_TEST_DATABASE_URL="$PG_URL" cargo test "${locked[@]}" --no-fail-fast --tests "$@" || rc_pg=$?
+ACGS_TEST_DATABASE_URL="$PG_URL" ACGS_TEST_PG_RESTART="${SUDO[*]} pg_ctlcluster $PG_VER $PG_CLUSTER restart" cargo test "${locked[@]}" --no-fail-fast --tests "$@" || rc_pg=$?
 
 verdict() { if [ "$1" -eq 0 ]; then echo ok; else echo "FAILED (exit $1)"; fi; }
 step "pass 1 (SQLite):     $(verdict "$rc_sqlite")"

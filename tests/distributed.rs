@@ -242,3 +242,65 @@ async fn with_redis_down_tokens_are_refused_503_and_accepted_again_once_it_is_ba
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Needs the PostgreSQL pass of scripts/test.sh, which says how to restart its server
+/// (`ACGS_TEST_PG_RESTART`); on the SQLite pass there is no server to restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_postgresql_restart_every_service_recovers_by_itself() {
+    let (Ok(restart), Some(_)) = (std::env::var("ACGS_TEST_PG_RESTART"), common::test_database_url().await) else {
+        eprintln!("no PostgreSQL to restart on this pass (scripts/test.sh runs this test on its PostgreSQL pass)");
+        return;
+    };
+    let _one_at_a_time = process::serial_async().await;
+    let app = distributed().await;
+    let admin = app.admin_token().await;
+    let agent = app.client_token(&admin, "agent-one", &["agent"]).await;
+    let consensus = app.url(ServiceName::Consensus, "");
+    let before = app.create_user(&admin, "before", "a-long-password-1", &["auditor"]).await;
+
+    let status = tokio::task::spawn_blocking(move || std::process::Command::new("sh").args(["-c", &restart]).status())
+        .await
+        .expect("join")
+        .expect("restart command runs");
+    assert!(status.success(), "restarting PostgreSQL failed");
+
+    // Every service works again without being restarted: logins, writes with their audit events,
+    // reads, decisions.
+    let back = Instant::now();
+    let after = loop {
+        let response = app
+            .http
+            .post(app.auth("/api/v1/users"))
+            .bearer_auth(&admin)
+            .json(&json!({ "username": "after", "password": "a-long-password-1", "roles": ["auditor"] }))
+            .send()
+            .await
+            .expect("create user");
+        if response.status() == 201 {
+            break response.json::<Value>().await.expect("json")["id"].as_str().expect("id").to_string();
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(30),
+            "auth still answers {} 30 s after the restart",
+            response.status()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    app.tokens("after", "a-long-password-1").await;
+    let decision = decide_at(&app, &consensus, &agent).await;
+    app.wait_ready().await;
+    for subject in [
+        format!("user:{before}"),
+        format!("user:{after}"),
+        format!("decision:{}", decision["decision_id"].as_str().expect("id")),
+    ] {
+        common::assert_logged_with_proof(&app, &subject).await;
+    }
+    let version: Value = app
+        .get(&app.url(ServiceName::Constitution, "/api/v1/constitution/hash"), None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(version["version"], 1);
+}
