@@ -30,6 +30,12 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply every service's embedded database migrations, then exit.
     Migrate(MigrateArgs),
+    /// Write every service's tables and the integrity log (with its signed checkpoint) to one
+    /// file; works on a running deployment with --log URL.
+    Backup(crate::tools::backup::BackupArgs),
+    /// Restore a backup into an empty data dir or PostgreSQL database; refuses a backup whose log
+    /// does not verify against its signed checkpoint.
+    Restore(crate::tools::backup::RestoreArgs),
     /// Exit 0 only if URL answers 2xx within the time-out (a HEALTHCHECK for scratch images).
     Healthcheck(crate::tools::healthcheck::HealthcheckArgs),
     /// Wait until every HOST:PORT accepts TCP connections.

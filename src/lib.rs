@@ -106,6 +106,18 @@ fn dispatch(command: Command) -> Result<ExitCode, Failure> {
             runtime()?.block_on(tools::migrate::run(&config, &selection))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Backup(args) => {
+            let config = load_config(&args.config, Vec::new())?;
+            init_logging(&config);
+            runtime()?.block_on(tools::backup::backup(&config, &args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore(args) => {
+            let config = load_config(&args.config, Vec::new())?;
+            init_logging(&config);
+            runtime()?.block_on(tools::backup::restore(&config, &args))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Healthcheck(args) => tool(tools::healthcheck::run(args)),
         Command::WaitFor(args) => tool(tools::wait_for::run(args)),
         Command::Certs(args) => tool(tools::certs::run(args)),

@@ -6,6 +6,7 @@
 //! into the one subcommand enum. The parts other code reuses (PKI generation, the TCP wait, the
 //! HTTP probe, the export) are plain library functions next to `run`.
 
+pub mod backup;
 pub mod certs;
 pub mod export;
 pub mod healthcheck;
