@@ -7,7 +7,9 @@
 #     image does not generate them), or plain TCP on 2375 when DOCKER_TLS_CERTDIR is empty
 #     (unauthenticated: as upstream, only for a trusted network);
 #   - `dockerd ...`: runs exactly that, after removing a stale pid file, mounting a tmpfs on
-#     /tmp (as moby's hack/dind), and picking iptables-legacy if iptables (nft) cannot work;
+#     /tmp (as moby's hack/dind), making the cgroup hierarchies writable (cgroup v1 in a
+#     private cgroup namespace, or v2 nesting), and picking iptables-legacy if iptables (nft)
+#     cannot work;
 #   - anything else runs as given.
 set -eu
 
@@ -35,6 +37,18 @@ if [ "$1" = dockerd ]; then
 		echo "dockerd-entrypoint.sh: iptables (nft) does not work here; using iptables-legacy" >&2
 		update-alternatives --quiet --set iptables /usr/sbin/iptables-legacy
 		update-alternatives --quiet --set ip6tables /usr/sbin/ip6tables-legacy
+	fi
+	# cgroup v1 in a private cgroup namespace (docker run --cgroupns private, without a bind
+	# mount of the host's /sys/fs/cgroup): Docker mounts the hierarchies read-only; mounted
+	# again here they are writable and rooted at this container's own cgroup, so the inner
+	# daemon's containers nest below it (and within its limits).
+	if [ ! -f /sys/fs/cgroup/cgroup.controllers ] && ! grep -qv ':/$' /proc/self/cgroup; then
+		awk '$3 == "cgroup" && $4 ~ /(^|,)ro(,|$)/ { print $2 }' /proc/mounts | while read -r dir; do
+			opts=$(awk -v d="$dir" '$2 == d { print $4 }' /proc/mounts | tr , '\n' \
+				| grep -vxE 'ro|rw|nosuid|nodev|noexec|relatime' | paste -sd, -)
+			umount "$dir" && mount -t cgroup -o "$opts" cgroup "$dir" \
+				|| echo "dockerd-entrypoint.sh: cannot mount cgroup $opts on $dir read-write" >&2
+		done
 	fi
 	# cgroup v2: move this process out of the root group so the inner daemon can enable
 	# controllers for its containers (moby's hack/dind). Nothing to do on cgroup v1.
