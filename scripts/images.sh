@@ -5,7 +5,7 @@
 #
 # Usage:   scripts/images.sh [--force] [IMAGE...]     IMAGE: dind postgres redis nats prometheus
 #                                                     (default: all of them)
-#          scripts/images.sh --list                   the tags, one a line
+#          scripts/images.sh --list                   each image's name and tag, one a line
 #
 # How: `debootstrap --variant=minbase bookworm` once into a cached base root filesystem (about a
 # minute), then per image a copy of it, `apt-get install` of Debian's packages in a chroot, the
@@ -62,7 +62,7 @@ images=()
 for arg; do
   case "$arg" in
     --force) force=1 ;;
-    --list) for i in "${ALL_IMAGES[@]}"; do tag_of "$i"; done; exit 0 ;;
+    --list) for i in "${ALL_IMAGES[@]}"; do printf '%s %s\n' "$i" "$(tag_of "$i")"; done; exit 0 ;;
     -h|--help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0 ;;
     -*) die "unknown option '$arg' (see --help)" ;;
     *) tag_of "$arg" >/dev/null || die "unknown image '$arg' (one of: ${ALL_IMAGES[*]})"; images+=("$arg") ;;
