@@ -214,7 +214,7 @@ ensure_base() {
   local t0=$SECONDS tmp="$BASE.tmp"
   [ ! -e "$tmp" ] || remove_root "$tmp"
   local log="$IMAGES_DIR/debootstrap.log"
-  if ! nice debootstrap --variant=minbase --components=main "$SUITE" "$tmp" "$MIRROR" >"$log" 2>&1; then
+  if ! nice debootstrap --variant=minbase --components=main --cache-dir="$DEB_CACHE" "$SUITE" "$tmp" "$MIRROR" >"$log" 2>&1; then
     tail -n 20 "$log" >&2
     [ ! -f "$tmp/debootstrap/debootstrap.log" ] || tail -n 20 "$tmp/debootstrap/debootstrap.log" >&2
     die "debootstrap failed (log: $log)"
@@ -353,7 +353,7 @@ check_image() { # IMAGE TAG
     prometheus) out=$({ docker run --rm "$2" --version && docker run --rm --entrypoint promtool "$2" --version; } 2>&1) || rc=$? ;;
   esac
   [ "$rc" -eq 0 ] || die "$2 does not run: $(printf '%s' "$out" | tr '\n' ' ')"
-  printf '%s\n' "$out" | { grep -iE 'version|v[0-9]' || true; } | sed 's/^/    /' >&2
+  printf '%s\n' "$out" | { grep -v -e '^[[:space:]]' -e '^$' || true; } | sed 's/^/    /' >&2
 }
 
 recipe_hash() { # IMAGE
