@@ -14,9 +14,15 @@
 #      the cvc5 solver for the verification service: a `cvc5` (1.3 or newer) already on PATH, or
 #      PyPI's cvc5 wheel (pinned) with the `cvc5` command target/cvc5/bin/cvc5 running
 #      scripts/cvc5-adapter.py (Debian 12's cvc5 is 1.0.3, too old; the wheel has no executable);
-#   2. starts PostgreSQL on 127.0.0.1 only, sets a password generated for this run on the
+#      the Rust target x86_64-unknown-linux-musl and Debian's musl-tools (static binaries);
+#   2. with ACGS_SLOW_TESTS=1 (the default), for the Docker/bootstrap suites: installs Debian's
+#      docker.io and debootstrap, starts `dockerd` in the background if no daemon answers (log:
+#      target/dockerd.log; at most 60 s for `docker info`), and builds the local images the
+#      suites use with scripts/images.sh (no registry is reachable: debootstrap + docker import;
+#      about 5 minutes the first time, a second each time after);
+#   3. starts PostgreSQL on 127.0.0.1 only, sets a password generated for this run on the
 #      superuser role `acgs_test`, and builds ACGS_TEST_DATABASE_URL from it;
-#   3. runs the suite twice:
+#   4. runs the suite twice:
 #        pass 1: `cargo test --locked [ARGS]`          with ACGS_TEST_DATABASE_URL unset (SQLite)
 #        pass 2: `cargo test --locked --tests [ARGS]`  with ACGS_TEST_DATABASE_URL set (PostgreSQL)
 #      and exits non-zero if either pass fails. The PostgreSQL server is left running.
@@ -24,6 +30,13 @@
 # Environment read by this script and passed on to the tests:
 #   ACGS_SLOW_TESTS   default 1 (CI runs everything). 0 = tests skip the slow Docker/bootstrap
 #                     suites, and this script does not install or start Docker for them.
+#   DOCKER_HOST       (slow suites) the daemon to use; set to unix:///var/run/docker.sock when
+#                     unset. A DOCKER_HOST that does not answer is an error (nothing is started).
+#   ACGS_TEST_DIND_IMAGE, ACGS_TEST_POSTGRES_IMAGE, ACGS_TEST_REDIS_IMAGE, ACGS_TEST_NATS_IMAGE,
+#   ACGS_TEST_PROMETHEUS_IMAGE
+#                     (slow suites) set by this script to the local images scripts/images.sh
+#                     built (acgs-local/dind:bookworm, acgs-local/postgres:15, ...): stand-ins with
+#                     the official images' interface (docs/docker-sandbox.md)
 #   ACGS_CVC5         set by this script to the cvc5 command (the verification tests need it and
 #                     fail, saying to run this script, without it)
 #   ACGS_TEST_PG_RESTART
@@ -88,8 +101,16 @@ command -v promtool >/dev/null || apt_pkgs+=(prometheus)
 command -v nats-server >/dev/null || apt_pkgs+=(nats-server)
 command -v redis-server >/dev/null || apt_pkgs+=(redis-server)
 command -v redis-cli >/dev/null || apt_pkgs+=(redis-tools)
-# --- Docker for the slow suites: a later issue installs docker.io here (when ACGS_SLOW_TESTS=1) ---
-# if [ "$ACGS_SLOW_TESTS" = 1 ]; then command -v docker >/dev/null || apt_pkgs+=(docker.io); fi
+# Static binaries (x86_64-unknown-linux-musl): the C parts (rusqlite's bundled SQLite, ring).
+command -v musl-gcc >/dev/null || apt_pkgs+=(musl-tools)
+# Docker for the slow suites: the engine (dockerd; a docker client alone is not enough), its
+# iptables, and debootstrap for scripts/images.sh. (In /usr/sbin: not on every user's PATH.)
+have_sbin() { command -v "$1" >/dev/null || [ -x "/usr/sbin/$1" ]; }
+if [ "$ACGS_SLOW_TESTS" = 1 ]; then
+  have_sbin dockerd || apt_pkgs+=(docker.io)
+  have_sbin iptables || apt_pkgs+=(iptables)
+  have_sbin debootstrap || apt_pkgs+=(debootstrap)
+fi
 
 if [ "${#apt_pkgs[@]}" -gt 0 ]; then
   step "installing Debian packages: ${apt_pkgs[*]}"
@@ -109,7 +130,9 @@ if [ "${#apt_pkgs[@]}" -gt 0 ]; then
   if [ "$policy_created" = 1 ]; then "${SUDO[@]}" rm -f /usr/sbin/policy-rc.d; fi
   [ "$apt_rc" -eq 0 ] || die "apt-get failed (exit $apt_rc)"
 else
-  step "Debian packages: postgresql, prometheus (promtool), nats-server, redis-server, redis-tools already installed"
+  slow_pkgs=''
+  if [ "$ACGS_SLOW_TESTS" = 1 ]; then slow_pkgs=', docker.io, iptables, debootstrap'; fi
+  step "Debian packages: postgresql, prometheus (promtool), nats-server, redis-server, redis-tools, musl-tools$slow_pkgs already installed"
 fi
 command -v promtool >/dev/null || die "promtool still missing after installing prometheus"
 
@@ -138,6 +161,7 @@ cvc5_good() { # $1 = command; true if it reports cvc5 1.3 or newer
   local v
   v=$("$1" --version 2>/dev/null | sed -n 's/.*cvc5 version \([0-9][0-9]*\)\.\([0-9][0-9]*\).*/\1 \2/p' | head -n 1)
   [ -n "$v" ] || return 1
+  # shellcheck disable=SC2086 # two numbers, split on purpose
   set -- $v
   [ "$1" -gt 1 ] || { [ "$1" -eq 1 ] && [ "$2" -ge 3 ]; }
 }
@@ -167,14 +191,62 @@ fi
 export ACGS_CVC5
 
 # --- Rust targets -----------------------------------------------------------------------------
-# A later issue adds the static build here:
-#   rustup target list --installed | grep -qx x86_64-unknown-linux-musl \
-#     || rustup target add x86_64-unknown-linux-musl   (plus Debian's musl-tools above)
-step "Rust: $(cargo --version)"
+# The static build (`cargo build --target x86_64-unknown-linux-musl`) the bootstrap's image uses.
+MUSL_TARGET=x86_64-unknown-linux-musl
+if command -v rustup >/dev/null; then
+  if ! rustup target list --installed | grep -qx "$MUSL_TARGET"; then
+    step "rustup target add $MUSL_TARGET"
+    rustup target add "$MUSL_TARGET" >&2
+  fi
+  step "Rust: $(cargo --version), targets: $(rustup target list --installed | paste -sd ' ' -)"
+else
+  warn "no rustup: cannot add the $MUSL_TARGET target (static builds will fail)"
+  step "Rust: $(cargo --version)"
+fi
 
 # --- Docker engine for the slow suites --------------------------------------------------------
 if [ "$ACGS_SLOW_TESTS" = 1 ]; then
-  : # A later issue starts dockerd here (background, then wait for `docker info`, bounded).
+  command -v docker >/dev/null || die "no docker client on PATH after installing docker.io"
+  if [ -n "${DOCKER_HOST:-}" ] && [ "$DOCKER_HOST" != unix:///var/run/docker.sock ]; then
+    # Somebody else's daemon: use it, never start one in its place.
+    docker info >/dev/null 2>&1 || die "DOCKER_HOST=$DOCKER_HOST does not answer (docker info failed): $(docker info 2>&1 | tail -n 1)"
+    step "Docker: $DOCKER_HOST ($(docker version -f '{{.Server.Version}}' 2>/dev/null))"
+  else
+    export DOCKER_HOST=unix:///var/run/docker.sock
+    docker_log="$REPO_ROOT/target/dockerd.log"
+    dockerd_alive() { [ -s /var/run/docker.pid ] && "${SUDO[@]}" kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; }
+    if docker info >/dev/null 2>&1; then
+      step "Docker: daemon already running ($(docker version -f '{{.Server.Version}}' 2>/dev/null))"
+    else
+      if dockerd_alive; then
+        step "Docker: dockerd (pid $(cat /var/run/docker.pid)) is running but not answering yet: waiting"
+      else
+        step "starting dockerd in the background (log: $docker_log)"
+        mkdir -p "$REPO_ROOT/target"
+        # Its own session, so that Ctrl-C on this script or the end of the CI step's process
+        # group does not take the daemon down with it.
+        "${SUDO[@]}" setsid -f dockerd >"$docker_log" 2>&1 </dev/null
+      fi
+      t0=$SECONDS
+      until docker info >/dev/null 2>&1; do
+        if [ $((SECONDS - t0)) -ge 60 ]; then
+          tail -n 15 "$docker_log" >&2 2>/dev/null || true
+          die "Docker daemon not answering after 60 s (docker info: $(docker info 2>&1 | tail -n 1); log: $docker_log)"
+        fi
+        if [ $((SECONDS - t0)) -ge 2 ] && ! dockerd_alive; then
+          tail -n 15 "$docker_log" >&2 2>/dev/null || true
+          die "dockerd exited (log: $docker_log)"
+        fi
+        sleep 0.5
+      done
+      step "Docker: dockerd $(docker version -f '{{.Server.Version}}' 2>/dev/null) ready in $((SECONDS - t0)) s"
+    fi
+  fi
+  # The local images (no registry here): built once, then only when their recipe changes.
+  nice scripts/images.sh || die "scripts/images.sh failed (see above)"
+  while read -r name tag; do
+    export "ACGS_TEST_${name^^}_IMAGE=$tag"
+  done < <(scripts/images.sh --list)
 else
   step "ACGS_SLOW_TESTS=0: slow (Docker/bootstrap) suites will be skipped"
 fi
