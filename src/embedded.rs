@@ -1,6 +1,9 @@
-//! The files bundled into the binary (`embedded/` at the crate root): the genesis constitution,
-//! each service's SQL migrations, and (in later issues) Dockerfiles, the compose file and the
-//! monitoring provisioning. `acgs embedded export DIR` writes them out.
+//! The files bundled into the binary (`embedded/` at the crate root): the genesis constitution and
+//! policy set, each service's SQL migrations, the acgs image's Dockerfile (`docker/`), the pinned
+//! third-party images and the compose file (`deploy/images.toml`, `deploy/compose.yaml`), and the
+//! monitoring provisioning (`monitoring/prometheus/` scrape config and alert rules,
+//! `monitoring/grafana/` data source, dashboard provider and the three dashboards).
+//! `acgs embedded export DIR` writes them out; embedded/README.md lists what each file is for.
 
 use include_dir::{Dir, include_dir};
 

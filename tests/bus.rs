@@ -1,6 +1,8 @@
 //! The bus bridged to NATS (here `acgs shim nats` on port 0): events cross between processes
 //! once and in order, a process never hears its own events twice, and a ratification in one
-//! deployment process changes the constitutional hash served by a service in another.
+//! deployment process changes the constitutional hash served by a service in another. Against
+//! Debian's `nats-server` with a password (as the compose stack runs it): the credentials in the
+//! NATS URL are what the bus authenticates with.
 
 mod common;
 
@@ -56,6 +58,70 @@ async fn events_cross_processes_once_and_in_order() {
     }
     assert_eq!(own, 100);
     assert!(a.check().is_ok() && b.check().is_ok());
+}
+
+/// Debian's nats-server on a free port of 127.0.0.1, requiring a user and password; killed on drop.
+struct NatsWithPassword {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl NatsWithPassword {
+    fn start(user: &str, password: &str) -> NatsWithPassword {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let child = std::process::Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "--user", user, "--pass", password])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start nats-server ({e}): run scripts/test.sh, which installs it"));
+        NatsWithPassword { child, port }
+    }
+}
+
+impl Drop for NatsWithPassword {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits up to `limit` for the bus to be connected.
+async fn connected(bus: &Bus, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if bus.check().is_ok() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn the_credentials_in_the_nats_url_authenticate_the_bus() {
+    // A password with characters a URL must escape.
+    let server = NatsWithPassword::start("acgs", "p@ss:w/rd");
+    let url = format!("nats://acgs:p%40ss%3Aw%2Frd@127.0.0.1:{}", server.port);
+    let a = Bus::connect_nats(&url).await.expect("bus a");
+    let b = Bus::connect_nats(&url).await.expect("bus b");
+    assert!(connected(&a, Duration::from_secs(10)).await, "{:?}", a.check());
+    assert!(connected(&b, Duration::from_secs(10)).await, "{:?}", b.check());
+    let mut at_b = b.subscribe("acgs.test");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        a.publish("acgs.test.probe", json!({}));
+        if let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(200), at_b.next()).await {
+            assert_eq!(&*e.subject, "acgs.test.probe");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no event crossed within 10 s");
+    }
+    // A wrong password, or none, never gets a connection (so /ready says the bus is not there).
+    for wrong in [format!("nats://acgs:wrong@127.0.0.1:{}", server.port), format!("nats://127.0.0.1:{}", server.port)] {
+        let bus = Bus::connect_nats(&wrong).await.expect("bus");
+        assert!(!connected(&bus, Duration::from_secs(2)).await, "{wrong} connected");
+    }
 }
 
 #[tokio::test]

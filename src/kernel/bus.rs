@@ -124,10 +124,19 @@ impl Bus {
     /// The bus bridged to NATS at `url` (`nats://host:4222`). The first connection is retried in
     /// the background, so a process starts while NATS is still coming up; events published
     /// meanwhile wait in the client's buffer.
+    ///
+    /// Credentials in the URL (`nats://user:password@host:4222`, or `nats://token@host:4222`) are
+    /// what the client authenticates with: async-nats itself does not send a URL's user info.
     pub async fn connect_nats(url: &str) -> Result<Bus, BusError> {
         let fail = |reason: String| BusError { url: redact(url), reason };
         let origin = uuid::Uuid::new_v4().to_string();
-        let client = async_nats::ConnectOptions::new()
+        let mut options = async_nats::ConnectOptions::new();
+        match url_credentials(url) {
+            Some(Credentials::UserPassword(user, password)) => options = options.user_and_password(user, password),
+            Some(Credentials::Token(token)) => options = options.token(token),
+            None => {}
+        }
+        let client = options
             .name(format!("acgs-{}", std::process::id()))
             .retry_on_initial_connect()
             .connect(url)
@@ -212,6 +221,45 @@ impl Bus {
 }
 
 /// A URL without its password, for messages.
+/// How a NATS URL's user info authenticates.
+#[derive(Debug, PartialEq, Eq)]
+enum Credentials {
+    UserPassword(String, String),
+    Token(String),
+}
+
+/// The credentials in the user info of a NATS URL (the first, if several are given separated by
+/// commas), percent-decoded: `user:password@` or a lone `token@`.
+fn url_credentials(url: &str) -> Option<Credentials> {
+    let first = url.split(',').next()?.trim();
+    let (_, rest) = first.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let (userinfo, _host) = authority.rsplit_once('@')?;
+    Some(match userinfo.split_once(':') {
+        Some((user, password)) => Credentials::UserPassword(percent_decode(user), percent_decode(password)),
+        None => Credentials::Token(percent_decode(userinfo)),
+    })
+}
+
+/// `%XX` escapes decoded (as URLs carry user info); anything malformed is kept as it is.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(byte) = s.get(i + 1..i + 3).and_then(|hex| u8::from_str_radix(hex, 16).ok())
+        {
+            out.push(byte);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn redact(url: &str) -> String {
     match url.split_once("://").and_then(|(scheme, rest)| rest.split_once('@').map(|(_, host)| (scheme, host))) {
         Some((scheme, host)) => format!("{scheme}://…@{host}"),
@@ -275,5 +323,23 @@ impl Subscription {
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nats_urls_user_info_is_its_credentials() {
+        let pair = |u: &str, p: &str| Some(Credentials::UserPassword(u.into(), p.into()));
+        assert_eq!(url_credentials("nats://acgs:secret@nats:4222"), pair("acgs", "secret"));
+        assert_eq!(url_credentials("nats://acgs:p%40ss%3Aw%2Frd@nats:4222/"), pair("acgs", "p@ss:w/rd"));
+        assert_eq!(url_credentials("nats://s3cr3t-token@nats:4222"), Some(Credentials::Token("s3cr3t-token".into())));
+        assert_eq!(url_credentials("nats://a:b@one:4222,nats://a:b@two:4222"), pair("a", "b"));
+        assert_eq!(url_credentials("nats://nats:4222"), None);
+        assert_eq!(url_credentials("nats://nats:4222/path@x"), None);
+        assert_eq!(url_credentials("127.0.0.1:4222"), None);
+        assert_eq!(percent_decode("100%25 %zz %4"), "100% %zz %4");
     }
 }
