@@ -3,7 +3,7 @@
 # container registry: Debian packages only. scripts/test.sh runs it when ACGS_SLOW_TESTS=1; it
 # also works by hand.
 #
-# Usage:   scripts/images.sh [--force] [IMAGE...]     IMAGE: dind postgres redis nats prometheus
+# Usage:   scripts/images.sh [--force] [IMAGE...]     IMAGE: dind postgres redis nats prometheus solver
 #                                                     (default: all of them)
 #          scripts/images.sh --list                   each image's name and tag, one a line
 #
@@ -21,6 +21,9 @@
 #   acgs-local/redis:7           redis:7              redis-server 7.0
 #   acgs-local/nats:2            nats:2               nats-server 2.9
 #   acgs-local/prometheus:2      prom/prometheus:v2   prometheus 2.42 (and promtool)
+#   acgs-local/cvc5:1.4.2        (none: a base for     python3 with PyPI's cvc5 wheel behind
+#                                the verification     scripts/cvc5-adapter.py as `cvc5`
+#                                service's solver)
 #
 # Environment:
 #   ACGS_IMAGES_DIR       work and cache directory (default: target/images in the repository)
@@ -37,7 +40,8 @@ die() { printf '==> ERROR: %s\n' "$*" >&2; exit 1; }
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO_ROOT=$(pwd)
 FILES_DIR="$REPO_ROOT/scripts/images"
-ALL_IMAGES=(dind postgres redis nats prometheus)
+ALL_IMAGES=(dind postgres redis nats prometheus solver)
+CVC5_VERSION=1.4.2
 SUITE=bookworm
 PREFIX="${ACGS_IMAGE_PREFIX:-acgs-local}"
 MIRROR="${ACGS_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
@@ -53,6 +57,7 @@ tag_of() {
     redis) echo "$PREFIX/redis:7" ;;
     nats) echo "$PREFIX/nats:2" ;;
     prometheus) echo "$PREFIX/prometheus:2" ;;
+    solver) echo "$PREFIX/cvc5:$CVC5_VERSION" ;;
     *) return 1 ;;
   esac
 }
@@ -342,6 +347,23 @@ changes_prometheus() {
     'CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus", "--web.console.libraries=/usr/share/prometheus/console_libraries", "--web.console.templates=/usr/share/prometheus/consoles"]'
 }
 
+recipe_solver() {
+  local root=$1
+  apt_in "$root" python3 python3-pip
+  in_root "$root" python3 -m pip install --quiet --no-cache-dir --break-system-packages --root-user-action=ignore \
+    "cvc5==$CVC5_VERSION"
+  put_file "$root" ../cvc5-adapter.py /usr/local/lib/acgs/cvc5-adapter.py 644
+  put_file "$root" solver/cvc5 /usr/local/bin/cvc5 755
+  in_root "$root" apt-get purge -y -q --auto-remove python3-pip
+}
+
+changes_solver() {
+  printf '%s\n' \
+    'USER nobody' \
+    'ENTRYPOINT ["cvc5"]' \
+    'CMD ["--version"]'
+}
+
 # A quick check that the imported image does what its recipe promises.
 check_image() { # IMAGE TAG
   local out rc=0
@@ -351,6 +373,9 @@ check_image() { # IMAGE TAG
     redis) out=$(docker run --rm "$2" redis-server --version 2>&1) || rc=$? ;;
     nats) out=$(docker run --rm "$2" --version 2>&1) || rc=$? ;;
     prometheus) out=$({ docker run --rm "$2" --version && docker run --rm --entrypoint promtool "$2" --version; } 2>&1) || rc=$? ;;
+    solver) out=$(printf '(set-logic QF_LIA)(declare-const x Int)(assert (> x 1))(check-sat)\n' \
+      | docker run --rm -i "$2" --lang smt 2>&1) || rc=$?
+      [ "$out" = sat ] || rc=1 ;;
   esac
   [ "$rc" -eq 0 ] || die "$2 does not run: $(printf '%s' "$out" | tr '\n' ' ')"
   printf '%s\n' "$out" | { grep -v -e '^[[:space:]]' -e '^$' || true; } | sed 's/^/    /' >&2
@@ -362,6 +387,7 @@ recipe_hash() { # IMAGE
     declare -f in_root mounted_under release_root remove_root enter_root apt_in leave_root put_file \
       build_image "recipe_$1" "changes_$1"
     (cd "$FILES_DIR/$1" && find . -type f -print0 | sort -z | xargs -0 sha256sum)
+    if [ "$1" = solver ]; then printf '%s\n' "$CVC5_VERSION"; sha256sum <"$REPO_ROOT/scripts/cvc5-adapter.py"; fi
   } | sha256sum | cut -c1-64
 }
 

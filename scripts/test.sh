@@ -204,6 +204,9 @@ else
   step "Rust: $(cargo --version)"
 fi
 
+locked=()
+if [ -f "$REPO_ROOT/Cargo.lock" ]; then locked=(--locked); else warn "no Cargo.lock: running without --locked"; fi
+
 # --- Docker engine for the slow suites --------------------------------------------------------
 if [ "$ACGS_SLOW_TESTS" = 1 ]; then
   command -v docker >/dev/null || die "no docker client on PATH after installing docker.io"
@@ -247,6 +250,11 @@ if [ "$ACGS_SLOW_TESTS" = 1 ]; then
   while read -r name tag; do
     export "ACGS_TEST_${name^^}_IMAGE=$tag"
   done < <(scripts/images.sh --list)
+  # The acgs image is built from a static binary (a FROM scratch image under 25 MB).
+  step "cargo build --release --target $MUSL_TARGET --bin acgs (the static binary the bootstrap tests put in the image)"
+  cargo build "${locked[@]}" --release --target "$MUSL_TARGET" --bin acgs || die "the static build failed"
+  export ACGS_TEST_STATIC_BIN="$REPO_ROOT/target/$MUSL_TARGET/release/acgs"
+  step "static binary: $ACGS_TEST_STATIC_BIN ($(du -h "$ACGS_TEST_STATIC_BIN" | cut -f1))"
 else
   step "ACGS_SLOW_TESTS=0: slow (Docker/bootstrap) suites will be skipped"
 fi
@@ -345,8 +353,6 @@ as_postgres psql -q -X -p "$PG_PORT" -d postgres -Atc \
   | while read -r db; do as_postgres psql -q -X -p "$PG_PORT" -d postgres -c "DROP DATABASE IF EXISTS \"$db\"" >/dev/null || true; done
 
 # --- the suite, twice -------------------------------------------------------------------------
-locked=()
-if [ -f "$REPO_ROOT/Cargo.lock" ]; then locked=(--locked); else warn "no Cargo.lock: running without --locked"; fi
 
 step "pass 1/2: cargo test ${locked[*]}${*:+ $*} (SQLite, ACGS_TEST_DATABASE_URL unset, ACGS_SLOW_TESTS=$ACGS_SLOW_TESTS)"
 rc_sqlite=0

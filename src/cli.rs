@@ -50,6 +50,17 @@ pub enum Command {
     /// --log URL --index N. The whole log: --audit URL [--checkpoint OLD], or --audit-dir DIR.
     /// Exit 0 valid, 1 invalid, 2 bad command line or input file, 3 the log could not be checked.
     Verify(crate::tools::verify::VerifyArgs),
+    /// The whole stack in Docker: a Docker-in-Docker daemon of its own (or --mode host),
+    /// PostgreSQL, Redis, NATS (or the shims), the seven services, Prometheus and Grafana.
+    ///
+    /// Without a subcommand it brings the stack up; `status`, `test`, `logs`, `down`, `backup`
+    /// and `restore` manage it. Objects carry the label acgs.stack=<name>.
+    Bootstrap(Box<crate::bootstrap::BootstrapArgs>),
+    /// Images for air-gapped sites: `acgs images save -o FILE` writes every image a stack needs.
+    Images {
+        #[command(subcommand)]
+        command: crate::bootstrap::archive::ImagesCommand,
+    },
     /// Infrastructure stand-ins for air-gapped or minimal deployments (not for scale).
     Shim {
         #[command(subcommand)]

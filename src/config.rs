@@ -39,6 +39,19 @@ const GUIDE_ALIASES: &[(&str, &str)] = &[
 /// `ACGS_` variables that are not configuration keys but are read elsewhere (flags' env twins,
 /// test harness settings), so they are not reported as unknown.
 const OTHER_ACGS_VARS: &[&str] = &["ACGS_CONFIG", "ACGS_PORT", "ACGS_CVC5", "ACGS_SLOW_TESTS"];
+/// Environment twins of the tools' flags.
+const TOOL_PREFIXES: &[&str] = &[
+    "ACGS_SHIM_",
+    "ACGS_HEALTHCHECK_",
+    "ACGS_BOOTSTRAP_",
+    "ACGS_IMAGES_",
+    "ACGS_VERIFY_",
+    "ACGS_BACKUP_",
+    "ACGS_RESTORE_",
+    "ACGS_CERTS_",
+    "ACGS_WAIT_",
+    "ACGS_EXPORT_",
+];
 
 /// The whole configuration. Empty strings mean "not set".
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -401,8 +414,9 @@ impl Config {
             let known = leaves.keys().any(|k| env_name(k) == name || format!("{}_FILE", env_name(k)) == name)
                 || OTHER_ACGS_VARS.contains(&name.as_str())
                 || name.starts_with("ACGS_TEST_")
-                // The shims' own flags (`acgs shim … --help`), not configuration keys.
-                || name.starts_with("ACGS_SHIM_");
+                // Flags of the other subcommands (`acgs shim … --help`, `acgs healthcheck --help`,
+                // …), not configuration keys: a container sets ACGS_HEALTHCHECK_URL for its probe.
+                || TOOL_PREFIXES.iter().any(|p| name.starts_with(p));
             if !known {
                 warnings.push(format!("ignoring unknown environment variable {name}"));
             }

@@ -6,6 +6,7 @@
 //! ([`tools`]), the infrastructure stand-ins ([`shim`]) and the files bundled into the binary
 //! ([`embedded`]). See ARCHITECTURE.md.
 
+pub mod bootstrap;
 pub mod cli;
 pub mod config;
 pub mod embedded;
@@ -118,6 +119,12 @@ fn dispatch(command: Command) -> Result<ExitCode, Failure> {
             runtime()?.block_on(tools::backup::restore(&config, &args))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Bootstrap(args) => {
+            bootstrap::check(&args).map_err(Failure::Usage)?;
+            init_logging_with(tracing_subscriber::EnvFilter::new("warn"), false);
+            Ok(runtime()?.block_on(bootstrap::run(*args))?)
+        }
+        Command::Images { command } => tool(bootstrap::archive::run(command)),
         Command::Healthcheck(args) => tool(tools::healthcheck::run(args)),
         Command::WaitFor(args) => tool(tools::wait_for::run(args)),
         Command::Certs(args) => tool(tools::certs::run(args)),

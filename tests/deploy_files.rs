@@ -481,7 +481,7 @@ fn grafana_provisioning_points_at_prometheus_and_the_dashboards_folder() {
     let list = providers["providers"].as_vec().expect("providers");
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["type"].as_str(), Some("file"));
-    assert_eq!(list[0]["options"]["path"].as_str(), Some("/var/lib/grafana/dashboards"));
+    assert_eq!(list[0]["options"]["path"].as_str(), Some("/etc/grafana/dashboards"));
 }
 
 #[test]
@@ -1008,13 +1008,13 @@ fn compose_runs_every_service_hardened_and_publishes_only_on_localhost() {
     let mounts = strings(&grafana["volumes"]);
     for mount in [
         "../monitoring/grafana/provisioning:/etc/grafana/provisioning:ro",
-        "../monitoring/grafana/dashboards:/var/lib/grafana/dashboards:ro",
+        "../monitoring/grafana/dashboards:/etc/grafana/dashboards:ro",
     ] {
         assert!(mounts.contains(&mount.to_string()), "grafana: {mount}");
     }
     assert_eq!(grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"].as_str(), Some("grafanaadminpassword0secret"));
     let home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"].as_str().expect("home dashboard");
-    let file = home.strip_prefix("/var/lib/grafana/dashboards/").expect("in the dashboards folder");
+    let file = home.strip_prefix("/etc/grafana/dashboards/").expect("in the dashboards folder");
     assert!(dashboards().contains_key(file), "{home}");
     assert_eq!(services["postgres"]["environment"]["POSTGRES_PASSWORD"].as_str(), Some("postgrespassword0secret"));
 }

@@ -1,0 +1,263 @@
+//! `acgs bootstrap`: the whole stack — PostgreSQL, Redis, NATS (or the shims), the seven
+//! services, Prometheus and Grafana — inside a Docker-in-Docker daemon of its own, reached over
+//! mutual TLS, or directly on the host's daemon with `--mode host` (DESIGN.md §6).
+//!
+//! Layout: [`plan`] (pure: which objects, with which settings), [`engine`] (bollard: doing it),
+//! [`image`] (the acgs image from the running executable), [`state`] (stack.json, .env, certs
+//! on disk), `up` (the bootstrap itself, and restore), `manage` (status, logs, down, backup),
+//! `smoke` (`bootstrap test`), `progress` (the display), [`archive`] (`acgs images save` and
+//! `--image-archive`).
+
+pub mod archive;
+pub mod engine;
+pub mod image;
+mod manage;
+pub mod plan;
+mod progress;
+mod smoke;
+pub mod state;
+mod up;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::embedded::EMBEDDED;
+use crate::tools::parse_duration;
+use plan::{Images, Infra, Mode};
+
+/// Bring up (or manage) a stack.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BootstrapArgs {
+    #[command(subcommand)]
+    pub command: Option<BootstrapCommand>,
+    #[command(flatten)]
+    pub stack: StackArgs,
+    #[command(flatten)]
+    pub up: UpArgs,
+}
+
+/// What to do with an existing stack.
+#[derive(Debug, clap::Subcommand)]
+pub enum BootstrapCommand {
+    /// A table of the stack's containers: state, health, address.
+    Status,
+    /// Prove the running stack works end to end through 127.0.0.1: log in, pass an amendment and
+    /// a policy proposal, get a decision, verify its inclusion proof. It records its own users,
+    /// amendment and policy set: run it on a new stack.
+    Test,
+    /// A service's output (all containers' last lines without SERVICE).
+    Logs(LogsArgs),
+    /// Stop and remove the stack's containers and networks; data volumes stay unless --volumes.
+    Down(DownArgs),
+    /// Write a backup of the running stack (`acgs backup` inside it) to a file.
+    Backup(BackupArgs),
+    /// Bootstrap a new stack from a backup (as `acgs bootstrap`, restoring before the services
+    /// start).
+    Restore(Box<RestoreArgs>),
+}
+
+/// Which stack.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StackArgs {
+    /// The stack's name: every container, network and volume carries `acgs.stack=<name>`.
+    #[arg(long, global = true, env = "ACGS_BOOTSTRAP_NAME", default_value = "acgs", value_name = "STACK")]
+    pub name: String,
+    /// Where stack state (stack.json, .env with the generated secrets, certificates) is kept.
+    #[arg(long, global = true, env = "ACGS_BOOTSTRAP_DIR", default_value = "./acgs-bootstrap", value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+/// Which images (shared by `acgs bootstrap` and `acgs images save`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ImageArgs {
+    /// Infrastructure from images, or `shim`: `acgs shim nats`/`redis` and SQLite per service
+    /// (no third-party image but the dind one).
+    #[arg(long, env = "ACGS_BOOTSTRAP_INFRA", value_enum, default_value = "images")]
+    pub infra: Infra,
+    /// The inner daemon's image [default: embedded/deploy/images.toml].
+    #[arg(long, env = "ACGS_BOOTSTRAP_DIND_IMAGE", value_name = "IMAGE")]
+    pub dind_image: Option<String>,
+    #[arg(long, env = "ACGS_BOOTSTRAP_POSTGRES_IMAGE", value_name = "IMAGE")]
+    pub postgres_image: Option<String>,
+    #[arg(long, env = "ACGS_BOOTSTRAP_REDIS_IMAGE", value_name = "IMAGE")]
+    pub redis_image: Option<String>,
+    #[arg(long, env = "ACGS_BOOTSTRAP_NATS_IMAGE", value_name = "IMAGE")]
+    pub nats_image: Option<String>,
+    #[arg(long, env = "ACGS_BOOTSTRAP_PROMETHEUS_IMAGE", value_name = "IMAGE")]
+    pub prometheus_image: Option<String>,
+    #[arg(long, env = "ACGS_BOOTSTRAP_GRAFANA_IMAGE", value_name = "IMAGE")]
+    pub grafana_image: Option<String>,
+    /// An image with `cvc5` (1.3+) on PATH to run the verification service on; without one,
+    /// verification is bounded and no policy proposal can be voted into force.
+    #[arg(long, env = "ACGS_BOOTSTRAP_SOLVER_IMAGE", value_name = "IMAGE")]
+    pub solver_image: Option<String>,
+    /// No Prometheus and no Grafana.
+    #[arg(long, env = "ACGS_BOOTSTRAP_NO_MONITORING")]
+    pub no_monitoring: bool,
+    /// Prometheus but no Grafana.
+    #[arg(long, env = "ACGS_BOOTSTRAP_NO_GRAFANA")]
+    pub no_grafana: bool,
+}
+
+impl ImageArgs {
+    /// The images, defaults from embedded/deploy/images.toml; `acgs` is filled in later.
+    pub fn images(&self) -> Result<Images> {
+        let defaults: toml::Table = EMBEDDED
+            .get_file("deploy/images.toml")
+            .and_then(|f| f.contents_utf8())
+            .context("embedded/deploy/images.toml is missing")?
+            .parse()
+            .context("embedded/deploy/images.toml")?;
+        let pick = |flag: &Option<String>, key: &str| -> Result<String> {
+            match flag {
+                Some(image) if !image.trim().is_empty() => Ok(image.trim().to_string()),
+                _ => defaults
+                    .get(key)
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string)
+                    .with_context(|| format!("embedded/deploy/images.toml has no {key}")),
+            }
+        };
+        Ok(Images {
+            acgs: String::new(),
+            dind: pick(&self.dind_image, "dind")?,
+            postgres: pick(&self.postgres_image, "postgres")?,
+            redis: pick(&self.redis_image, "redis")?,
+            nats: pick(&self.nats_image, "nats")?,
+            prometheus: pick(&self.prometheus_image, "prometheus")?,
+            grafana: pick(&self.grafana_image, "grafana")?,
+            solver: self.solver_image.clone().filter(|s| !s.trim().is_empty()),
+        })
+    }
+
+    pub fn prometheus(&self) -> bool {
+        !self.no_monitoring
+    }
+
+    pub fn grafana(&self) -> bool {
+        !self.no_monitoring && !self.no_grafana
+    }
+
+    /// The third-party images this selection runs, by role (the inner daemon's included when
+    /// `with_dind`).
+    pub fn third_party(&self, images: &Images, with_dind: bool) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if with_dind {
+            out.push(("dind", images.dind.clone()));
+        }
+        if self.infra == Infra::Images {
+            out.extend([
+                ("postgres", images.postgres.clone()),
+                ("redis", images.redis.clone()),
+                ("nats", images.nats.clone()),
+            ]);
+        }
+        if self.prometheus() {
+            out.push(("prometheus", images.prometheus.clone()));
+        }
+        if self.grafana() {
+            out.push(("grafana", images.grafana.clone()));
+        }
+        if let Some(solver) = &images.solver {
+            out.push(("solver", solver.clone()));
+        }
+        out
+    }
+}
+
+/// How to bring a stack up.
+#[derive(Debug, Clone, clap::Args)]
+pub struct UpArgs {
+    /// `dind`: a Docker-in-Docker daemon of the stack's own, reached over mutual TLS; `host`: the
+    /// given daemon directly.
+    #[arg(long, env = "ACGS_BOOTSTRAP_MODE", value_enum, default_value = "dind")]
+    pub mode: Mode,
+    #[command(flatten)]
+    pub images: ImageArgs,
+    /// Load the images from this archive (written by `acgs images save`) before anything else.
+    #[arg(long, env = "ACGS_BOOTSTRAP_IMAGE_ARCHIVE", value_name = "FILE")]
+    pub image_archive: Option<PathBuf>,
+    /// The acgs binary to build the image from [default: the running executable].
+    #[arg(long, env = "ACGS_BOOTSTRAP_ACGS_BINARY", value_name = "FILE")]
+    pub acgs_binary: Option<PathBuf>,
+    /// Give up when not every service is ready this long after the containers started; units
+    /// ms, s, m, h.
+    #[arg(long, env = "ACGS_BOOTSTRAP_TIMEOUT", default_value = "180s", value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Duration,
+    /// First of the seven services' ports on 127.0.0.1 (auth; consensus is +5); 0: any free ports.
+    #[arg(long, env = "ACGS_BOOTSTRAP_PORT_BASE", default_value_t = 8000, value_name = "PORT")]
+    pub port_base: u16,
+    /// Prometheus on 127.0.0.1 (0: any free port).
+    #[arg(long, env = "ACGS_BOOTSTRAP_PROMETHEUS_PORT", default_value_t = 9090, value_name = "PORT")]
+    pub prometheus_port: u16,
+    /// Grafana on 127.0.0.1 (0: any free port).
+    #[arg(long, env = "ACGS_BOOTSTRAP_GRAFANA_PORT", default_value_t = 3000, value_name = "PORT")]
+    pub grafana_port: u16,
+    /// The inner daemon's TLS port on 127.0.0.1 (0: any free port).
+    #[arg(long, env = "ACGS_BOOTSTRAP_DIND_PORT", default_value_t = 2376, value_name = "PORT")]
+    pub dind_port: u16,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    /// A part of the stack: auth, …, evolution, postgres, redis, nats, prometheus, grafana, dind.
+    pub service: Option<String>,
+    /// Keep printing as lines come.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Only the last N lines of each container.
+    #[arg(long, value_name = "N")]
+    pub tail: Option<usize>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DownArgs {
+    /// Also remove the data volumes and the stack's state directory (secrets, certificates).
+    #[arg(long)]
+    pub volumes: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BackupArgs {
+    /// The file to write (refused if it exists).
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RestoreArgs {
+    /// The backup (from `acgs bootstrap backup` or `acgs backup`).
+    #[arg(long = "from", value_name = "FILE")]
+    pub input: PathBuf,
+    #[command(flatten)]
+    pub up: UpArgs,
+}
+
+/// The caller's mistakes that clap cannot see, as one line.
+pub fn check(args: &BootstrapArgs) -> Result<(), String> {
+    if !plan::valid_stack_name(&args.stack.name) {
+        return Err(format!(
+            "--name {:?}: 1-32 lowercase letters, digits, `-` or `_`, starting with a letter or digit",
+            args.stack.name
+        ));
+    }
+    Ok(())
+}
+
+/// Runs `acgs bootstrap …` (after [`check`]).
+pub async fn run(args: BootstrapArgs) -> Result<std::process::ExitCode> {
+    match args.command {
+        None => up::up(&args.stack, &args.up, None).await.map(|_| std::process::ExitCode::SUCCESS),
+        Some(BootstrapCommand::Restore(restore)) => {
+            up::up(&args.stack, &restore.up, Some(&restore.input)).await.map(|_| std::process::ExitCode::SUCCESS)
+        }
+        Some(BootstrapCommand::Status) => manage::status(&args.stack).await,
+        Some(BootstrapCommand::Test) => smoke::run(&args.stack).await,
+        Some(BootstrapCommand::Logs(logs)) => manage::logs(&args.stack, &logs).await,
+        Some(BootstrapCommand::Down(down)) => manage::down(&args.stack, &down).await,
+        Some(BootstrapCommand::Backup(backup)) => manage::backup(&args.stack, &backup).await,
+    }
+}
