@@ -47,7 +47,7 @@ pub enum After {
 /// What executing one request did.
 #[derive(Debug)]
 pub struct Executed {
-    /// The commit generation its changes belong to, if it changed anything.
+    /// The commit generation its changes belong to, if it is a write that changed anything.
     pub wrote: Option<u64>,
     pub after: After,
     /// Error replies written.
@@ -854,7 +854,8 @@ fn dispatch(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Option<u64> {
             }
             let before = ks.changes();
             run(ctx, &mut ks, args);
-            (ks.changes() != before).then(|| ks.generation())
+            // A read that deleted an expired key changed nothing anyone can see: it never waits.
+            (command.is_write() && ks.changes() != before).then(|| ks.generation())
         }
         Run::Container(..) => None,
     }

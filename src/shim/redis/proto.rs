@@ -161,12 +161,9 @@ impl RequestCodec {
         let start = self.scanned.min(src.len());
         let found = src[start..].iter().position(|&b| b == b'\n');
         let end = found.map_or(src.len(), |offset| start + offset);
-        // Control bytes are refused as soon as they arrive (a trailing \r is the line end).
-        for (i, &b) in src[start..end].iter().enumerate() {
-            let is_line_end = b == b'\r' && (start + i + 1 == end && found.is_some());
-            if (b < 0x20 && b != b'\t' && b != b'\r' && !is_line_end) || b == 0x7f {
-                return Err(ProtoError::ControlByte(b));
-            }
+        // Control bytes are refused as soon as they arrive (tab and CR separate words).
+        if let Some(&b) = src[start..end].iter().find(|&&b| (b < 0x20 && b != b'\t' && b != b'\r') || b == 0x7f) {
+            return Err(ProtoError::ControlByte(b));
         }
         let Some(_) = found else {
             self.scanned = src.len();
