@@ -147,7 +147,7 @@ done
 
 # --- table ------------------------------------------------------------------------------------
 python3 - "$WORK" "$PIPELINE" "$REQUESTS" "$CLIENTS" "$MODES" <<'PY'
-import csv, sys
+import csv, math, sys
 work, pipeline, requests, clients, modes = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5].split()
 
 def rates(name):
@@ -156,11 +156,20 @@ def rates(name):
 
 print(f"\nredis-benchmark -q -n {requests} -c {clients}, requests per second (127.0.0.1, same machine, same run)")
 print(f"{'mode':<10} {'-P':>3} {'test':<12} {'redis-server':>14} {'acgs shim':>14} {'shim/redis':>11}")
+every = []
 for mode in modes:
+    ratios = []
     for p in ("1", pipeline):
         ours, theirs = rates(f"shim-{mode}-P{p}"), rates(f"redis-{mode}-P{p}")
         for test, r in theirs.items():
             s = ours.get(test)
+            if s and r:
+                ratios.append(s / r)
             ratio = f"{100 * s / r:.0f}%" if s and r else "-"
             print(f"{mode:<10} {p:>3} {test:<12} {r:>14,.0f} {s or 0:>14,.0f} {ratio:>11}")
+    if ratios:
+        print(f"{mode:<10} {'':>3} {'geomean':<12} {'':>14} {'':>14} {100 * math.prod(ratios) ** (1 / len(ratios)):>10.0f}%")
+    every += ratios
+if every:
+    print(f"{'all':<10} {'':>3} {'geomean':<12} {'':>14} {'':>14} {100 * math.prod(every) ** (1 / len(every)):>10.0f}%")
 PY
