@@ -76,6 +76,9 @@ pub enum ShimCommand {
     /// A NATS core-protocol server (pub/sub, wildcards, queue groups, request/reply, headers);
     /// no JetStream, clustering, TLS or auth, and no state.
     Nats(crate::shim::nats::NatsArgs),
+    /// A Redis server (RESP2/RESP3) for the commands acgs and the usual tools need, kept in redb
+    /// under --data-dir (or --in-memory); no replication, pub/sub, transactions or scripting.
+    Redis(crate::shim::redis::RedisArgs),
 }
 
 /// Where configuration comes from, and the keys that have flags.

@@ -131,6 +131,7 @@ fn dispatch(command: Command) -> Result<ExitCode, Failure> {
         Command::Embedded(args) => tool(tools::export::run(args)),
         Command::Verify(args) => verify(args),
         Command::Shim { command: ShimCommand::Nats(args) } => shim_nats(args),
+        Command::Shim { command: ShimCommand::Redis(args) } => shim_redis(args),
         Command::Version => {
             let hash = kernel::constitution::Constitution::genesis()
                 .map(|c| c.digest().short)
@@ -193,6 +194,17 @@ fn shim_nats(args: shim::nats::NatsArgs) -> Result<ExitCode, Failure> {
     })?;
     init_logging_with(filter, false);
     runtime()?.block_on(shim::nats::serve(args, options, kernel::shutdown::signal()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `acgs shim redis`: until SIGTERM or Ctrl-C; then what is pending is committed.
+fn shim_redis(args: shim::redis::RedisArgs) -> Result<ExitCode, Failure> {
+    let options = args.options().map_err(Failure::Usage)?;
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level).map_err(|e| {
+        Failure::Usage(format!("--log-level (ACGS_LOG_LEVEL) {:?} is not a tracing filter: {e}", args.log_level))
+    })?;
+    init_logging_with(filter, false);
+    runtime()?.block_on(shim::redis::serve(args, options, kernel::shutdown::signal()))?;
     Ok(ExitCode::SUCCESS)
 }
 

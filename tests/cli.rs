@@ -228,6 +228,7 @@ fn help_and_version() {
         vec!["embedded", "export", "--help"],
         vec!["migrate", "--help"],
         vec!["shim", "nats", "--help"],
+        vec!["shim", "redis", "--help"],
     ] {
         let out = acgs(&args, &[]);
         assert!(out.status.success(), "{args:?}");

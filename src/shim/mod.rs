@@ -1,13 +1,15 @@
 //! Infrastructure stand-ins for air-gapped or minimal deployments (DESIGN.md §5): `acgs shim
-//! nats` speaks the NATS core client protocol well enough for the official clients. They let a
-//! deployment run with no third-party image at all; they are not a replacement for the real
-//! servers at scale.
+//! nats` speaks the NATS core client protocol well enough for the official clients; `acgs shim
+//! redis` speaks RESP2/RESP3 for the commands acgs and the usual tools need, kept in redb. They
+//! let a deployment run with no third-party image at all; they are not a replacement for the
+//! real servers at scale.
 //!
 //! Each shim is a library module with `run(listener, shutdown)` (tests start it on port 0) and
 //! a `clap::Args` struct plus `serve` for the command line; `src/cli.rs` wires them into the one
 //! subcommand enum.
 
 pub mod nats;
+pub mod redis;
 
 /// Parses a size in bytes: `1048576`, or with a binary unit `512KiB`, `1MiB` (`K`/`KB`/`M`/`MB`
 /// mean the same powers of 1,024). Used as a clap `value_parser`, hence the `String` error.
