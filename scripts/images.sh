@@ -348,10 +348,18 @@ changes_prometheus() {
 }
 
 recipe_solver() {
-  local root=$1
+  local root=$1 wheels="$IMAGES_DIR/wheels"
   apt_in "$root" python3 python3-pip
-  in_root "$root" python3 -m pip install --quiet --no-cache-dir --break-system-packages --root-user-action=ignore \
-    "cvc5==$CVC5_VERSION"
+  # The wheel comes through this machine's pip (its index, proxy and certificates), for the
+  # chroot's Python (3.11, as Debian 12's), and is installed in the chroot from the file.
+  mkdir -p "$wheels"
+  python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.11 \
+    --platform manylinux2014_x86_64 --dest "$wheels" "cvc5==$CVC5_VERSION"
+  mkdir -p "$root/tmp/wheels"
+  cp "$wheels"/cvc5-"$CVC5_VERSION"-*.whl "$root/tmp/wheels/"
+  in_root "$root" sh -c 'python3 -m pip install --quiet --no-cache-dir --no-index --break-system-packages \
+    --root-user-action=ignore /tmp/wheels/*.whl'
+  rm -rf "$root/tmp/wheels"
   put_file "$root" ../cvc5-adapter.py /usr/local/lib/acgs/cvc5-adapter.py 644
   put_file "$root" solver/cvc5 /usr/local/bin/cvc5 755
   in_root "$root" apt-get purge -y -q --auto-remove python3-pip

@@ -409,11 +409,14 @@ fn container_body(
     }
     let mut device_cgroup_rules = None;
     let mut binds = None;
+    let mut unmasked = None;
     if !privileged && !capabilities.is_empty() {
         // The explicit set DESIGN.md §8 documents for a daemon that refuses --privileged.
         cap_add.push("ALL".to_string());
         cap_drop.extend(capabilities.iter().map(|c| c.to_string()));
-        security_opt.extend(["seccomp=unconfined", "apparmor=unconfined", "systempaths=unconfined"].map(String::from));
+        security_opt.extend(["seccomp=unconfined", "apparmor=unconfined"].map(String::from));
+        // `--security-opt systempaths=unconfined` of the CLI: nothing masked or read-only in /proc.
+        unmasked = Some(Vec::new());
         device_cgroup_rules = Some(vec!["a *:* rwm".to_string()]);
         binds = Some(vec!["/sys/fs/cgroup:/sys/fs/cgroup:rw".to_string()]);
     }
@@ -427,6 +430,8 @@ fn container_body(
         cap_drop: (!cap_drop.is_empty()).then_some(cap_drop),
         security_opt: (!security_opt.is_empty()).then_some(security_opt),
         device_cgroup_rules,
+        masked_paths: unmasked.clone(),
+        readonly_paths: unmasked,
         memory: (spec.memory_bytes > 0).then_some(spec.memory_bytes),
         nano_cpus: (spec.nano_cpus > 0).then_some(spec.nano_cpus),
         pids_limit: (spec.pids_limit > 0).then_some(spec.pids_limit),

@@ -157,7 +157,7 @@ pub fn solver_context(binary: &Binary, solver_image: &str) -> Result<Vec<u8>> {
          COPY acgs /acgs\n\
          COPY --chown=10001:10001 data /data\n\
          USER 10001:10001\n\
-         ENV ACGS_DATA_DIR=/data ACGS_CVC5=cvc5\n\
+         ENV ACGS_DATA_DIR=/data\n\
          WORKDIR /data\n\
          ENTRYPOINT [\"/acgs\"]\n"
     );

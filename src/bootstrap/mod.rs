@@ -27,9 +27,9 @@ use crate::embedded::EMBEDDED;
 use crate::tools::parse_duration;
 use plan::{Images, Infra, Mode};
 
-/// Bring up (or manage) a stack.
+/// Bring up (or manage) a stack. `--name` and `--dir` go with every subcommand; the other
+/// flags are how `bootstrap` (and `bootstrap restore`) bring a stack up.
 #[derive(Debug, clap::Args)]
-#[command(args_conflicts_with_subcommands = true)]
 pub struct BootstrapArgs {
     #[command(subcommand)]
     pub command: Option<BootstrapCommand>,

@@ -435,9 +435,6 @@ pub fn plan(spec: &StackSpec, monitoring_files: &MonitoringFiles) -> Plan {
         if service == ServiceName::Auth {
             env.push(("ACGS_ADMIN_PASSWORD".into(), s.admin_password.clone()));
         }
-        if service == ServiceName::Verification && spec.images.solver.is_some() {
-            env.push(("ACGS_CVC5".into(), "cvc5".into()));
-        }
         c.env = env;
         c.mounts = vec![volume(&data, "/data"), tmpfs("/tmp", 64)];
         c.ports = vec![(port, host_port(spec, port, spec.ports.service(service)))];

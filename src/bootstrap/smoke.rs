@@ -90,8 +90,10 @@ pub async fn run(args: &StackArgs) -> Result<ExitCode> {
         .load()?
         .with_context(|| format!("stack {} is not up (no stack.json in {})", args.name, dir.path.display()))?;
     let secrets = dir.load_secrets()?.context("the stack's .env is missing")?;
-    let api =
-        Api { http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?, endpoints: state.endpoints };
+    let api = Api {
+        http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
+        endpoints: state.endpoints.clone(),
+    };
     let started = Instant::now();
     let step = |what: &str| println!("  ✓ {what} ({:.1} s)", started.elapsed().as_secs_f64());
     let tag = &secret()[..8];
@@ -133,7 +135,8 @@ pub async fn run(args: &StackArgs) -> Result<ExitCode> {
     let agent_token = body["access_token"].as_str().context("agent access_token")?.to_string();
     step("three council members, two stewards and an agent created");
 
-    let result = governance(&api, &admin, council, stewards, &agent_token, tag, &step).await;
+    let solver = state.images.solver.is_some();
+    let result = governance(&api, &admin, council, stewards, &agent_token, tag, solver, &step).await;
 
     // Leave the electorates as they were, whatever happened.
     for id in &people {
@@ -145,6 +148,7 @@ pub async fn run(args: &StackArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn governance(
     api: &Api,
     admin: &str,
@@ -152,6 +156,7 @@ async fn governance(
     stewards: &[String],
     agent: &str,
     tag: &str,
+    solver: bool,
     step: &impl Fn(&str),
 ) -> Result<()> {
     // The amendment.
@@ -216,11 +221,14 @@ async fn governance(
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     if verified["status"] != "voting" {
-        let bounded = verified.to_string().contains("\"bounded\"");
         bail!(
             "the proposal did not reach a vote ({}){}: {}",
             verified["status"],
-            if bounded { "; the verification service has no solver: bootstrap with --solver-image" } else { "" },
+            if solver {
+                ""
+            } else {
+                "; this stack has no solver, so nothing can be proved (bootstrap it with --solver-image)"
+            },
             verified["verification"]
         );
     }

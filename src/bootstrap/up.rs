@@ -110,6 +110,13 @@ pub async fn up(stack: &StackArgs, args: &UpArgs, restore: Option<&Path>) -> Res
                 state.ready_after_secs,
                 dir.path.join(".env").display()
             );
+            if let Some(backup) = restore {
+                eprintln!(
+                    "acgs: restored from {}: every account keeps the password it had there, `admin` too (the \
+                     admin password in .env is this stack's own, unused by the restored account)",
+                    backup.display()
+                );
+            }
             Ok(state)
         }
         Err(e) => {
@@ -470,12 +477,19 @@ async fn wait_healthy(
     loop {
         let mut waiting = Vec::new();
         for c in containers.iter().filter(|c| c.health.is_some()) {
-            let state = target.inspect(&c.name).await?.state.unwrap_or_default();
+            let info = target.inspect(&c.name).await?;
+            let state = info.state.unwrap_or_default();
             let health = state.health.and_then(|h| h.status).map(|s| s.to_string()).unwrap_or_default();
-            if state.running != Some(true) {
+            if state.running != Some(true) || info.restart_count.unwrap_or(0) > 0 {
                 let mut log = Vec::new();
                 let _ = target.logs(&c.name, Some(15), false, &mut log).await;
-                bail!("{} ({}) stopped: {}", c.name, c.image, String::from_utf8_lossy(&log).trim_end());
+                bail!(
+                    "{} ({}) {}: {}",
+                    c.name,
+                    c.image,
+                    if state.running == Some(true) { "keeps restarting" } else { "stopped" },
+                    String::from_utf8_lossy(&log).trim_end()
+                );
             }
             if health != "healthy" {
                 waiting.push(c.role.clone());
