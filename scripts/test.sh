@@ -251,9 +251,9 @@ if [ "$ACGS_SLOW_TESTS" = 1 ]; then
     export "ACGS_TEST_${name^^}_IMAGE=$tag"
   done < <(scripts/images.sh --list)
   # The acgs image is built from a static binary (a FROM scratch image under 25 MB).
-  step "cargo build --release --target $MUSL_TARGET --bin acgs (the static binary the bootstrap tests put in the image)"
-  cargo build "${locked[@]}" --release --target "$MUSL_TARGET" --bin acgs || die "the static build failed"
-  export ACGS_TEST_STATIC_BIN="$REPO_ROOT/target/$MUSL_TARGET/release/acgs"
+  step "cargo build --profile image --target $MUSL_TARGET --bin acgs (the static binary the bootstrap tests put in the image)"
+  nice cargo build "${locked[@]}" --profile image --target "$MUSL_TARGET" --bin acgs || die "the static build failed"
+  export ACGS_TEST_STATIC_BIN="$REPO_ROOT/target/$MUSL_TARGET/image/acgs"
   step "static binary: $ACGS_TEST_STATIC_BIN ($(du -h "$ACGS_TEST_STATIC_BIN" | cut -f1))"
 else
   step "ACGS_SLOW_TESTS=0: slow (Docker/bootstrap) suites will be skipped"

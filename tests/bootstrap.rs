@@ -63,7 +63,7 @@ fn ok(output: &Output) -> String {
 }
 
 /// The flags every bootstrap here shares: free ports, the local images, the static binary.
-fn up_flags(name: &str) -> Vec<String> {
+fn up_flags(name: &str, dind: &str) -> Vec<String> {
     let mut flags: Vec<String> = [
         "bootstrap",
         "--name",
@@ -82,7 +82,7 @@ fn up_flags(name: &str) -> Vec<String> {
     .map(String::from)
     .to_vec();
     flags.extend(["--acgs-binary".into(), required("ACGS_TEST_STATIC_BIN")]);
-    flags.extend(["--dind-image".into(), required("ACGS_TEST_DIND_IMAGE")]);
+    flags.extend(["--dind-image".into(), dind.to_string()]);
     flags
 }
 
@@ -98,6 +98,21 @@ fn image_flags() -> Vec<String> {
         flags.extend([flag.to_string(), required(var)]);
     }
     flags
+}
+
+/// Takes the stack down with its volumes when the test ends, passed or not.
+struct Cleanup {
+    dir: std::path::PathBuf,
+    name: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let out = acgs(&self.dir, &["bootstrap", "--name", &self.name, "down", "--volumes"]);
+        if !out.status.success() {
+            eprintln!("cleanup of stack {} failed: {}", self.name, String::from_utf8_lossy(&out.stderr));
+        }
+    }
 }
 
 fn run(dir: &Path, args: &[String]) -> Output {
@@ -154,7 +169,8 @@ fn the_whole_stack_in_docker_in_docker_is_ready_works_end_to_end_and_goes_away()
     let dir = tempfile::tempdir().expect("tempdir");
     let dir = dir.path();
     let name = stack_name("full");
-    let mut flags = up_flags(&name);
+    let _cleanup = Cleanup { dir: dir.to_path_buf(), name: name.clone() };
+    let mut flags = up_flags(&name, &required("ACGS_TEST_DIND_IMAGE"));
     flags.extend(image_flags());
     flags.push("--no-grafana".into()); // no Grafana image without a registry (its files are checked statically)
     let started = Instant::now();
@@ -310,7 +326,13 @@ fn shim_infrastructure_from_an_image_archive_needs_no_other_image() {
     let dir = tempfile::tempdir().expect("tempdir");
     let dir = dir.path();
     let name = stack_name("shim");
-    let dind = required("ACGS_TEST_DIND_IMAGE");
+    let _cleanup = Cleanup { dir: dir.to_path_buf(), name: name.clone() };
+    // The inner daemon's image under a name of this test's own, so that taking it away from
+    // the daemon (below) leaves the shared tag alone.
+    let dind = format!("acgs-test/dind-airgap:{}", std::process::id());
+    let tagged =
+        Command::new("docker").args(["tag", &required("ACGS_TEST_DIND_IMAGE"), &dind]).output().expect("docker tag");
+    assert!(tagged.status.success(), "{}", String::from_utf8_lossy(&tagged.stderr));
 
     // The archive an air-gapped site carries: with the shims, only the inner daemon's image.
     let archive = dir.join("images.tar");
@@ -333,7 +355,7 @@ fn shim_infrastructure_from_an_image_archive_needs_no_other_image() {
     let removed = Command::new("docker").args(["rmi", &dind]).output().expect("docker rmi");
     assert!(removed.status.success(), "{}", String::from_utf8_lossy(&removed.stderr));
 
-    let mut flags = up_flags(&name);
+    let mut flags = up_flags(&name, &dind);
     flags.extend(["--infra", "shim", "--no-monitoring", "--image-archive"].map(String::from));
     flags.push(archive.display().to_string());
     let started = Instant::now();
@@ -404,6 +426,7 @@ fn shim_infrastructure_from_an_image_archive_needs_no_other_image() {
     let status = ok(&acgs(dir, &["bootstrap", "--name", &name, "status"]));
     assert!(status.contains("nats") && status.contains("redis") && !status.contains("postgres"), "{status}");
     ok(&acgs(dir, &["bootstrap", "--name", &name, "down", "--volumes"]));
+    let _ = Command::new("docker").args(["rmi", &dind]).output();
 }
 
 #[test]
@@ -415,7 +438,8 @@ fn a_bootstrap_that_fails_half_way_removes_what_it_made_and_keeps_the_data() {
     let dir = tempfile::tempdir().expect("tempdir");
     let dir = dir.path();
     let name = stack_name("fail");
-    let mut flags = up_flags(&name);
+    let _cleanup = Cleanup { dir: dir.to_path_buf(), name: name.clone() };
+    let mut flags = up_flags(&name, &required("ACGS_TEST_DIND_IMAGE"));
     flags.extend(["--postgres-image", "acgs-local/no-such-postgres:1", "--no-monitoring"].map(String::from));
     let out = run(dir, &flags);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();

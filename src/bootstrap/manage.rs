@@ -40,11 +40,16 @@ impl Stack {
         let running = outer_containers.iter().any(|c| role(c) == Some("dind") && is_running(c));
         let inner = if running {
             let port = outer.host_port(&dind_name, plan::DIND_PORT).await?;
-            let inner = Engine::tls(port, &dir.certs())?;
-            match inner.ping().await {
-                Ok(()) => Some(inner.negotiate().await?),
+            let reached = match Engine::tls(port, &dir.certs()) {
+                Ok(inner) => inner.ping().await.map(|()| inner),
+                Err(e) => Err(e),
+            };
+            match reached {
+                Ok(inner) => Some(inner.negotiate().await?),
                 Err(e) => {
-                    eprintln!("acgs: warning: the inner daemon of stack {} does not answer: {e:#}", args.name);
+                    // Without it, `down` still removes the inner daemon's container (and with
+                    // it everything inside); status and logs show what the outer daemon has.
+                    eprintln!("acgs: warning: cannot reach the inner daemon of stack {}: {e:#}", args.name);
                     None
                 }
             }
@@ -92,7 +97,8 @@ fn rank(role: &str) -> usize {
     }
 }
 
-/// `bootstrap status`: a table; exit 0 only when every container runs and none is unhealthy.
+/// `bootstrap status`: a table; exit 0 only when every container runs and none is unhealthy (a
+/// health check still starting is not a failure).
 pub async fn status(args: &StackArgs) -> Result<ExitCode> {
     let stack = Stack::find(args).await?;
     let mut containers = stack.all_containers().await?;
@@ -112,7 +118,7 @@ pub async fn status(args: &StackArgs) -> Result<ExitCode> {
             ("dind", Some(s)) => s.dind_port.map(|p| format!("tcp://127.0.0.1:{p} (TLS)")).unwrap_or_default(),
             _ => endpoints.get(part).cloned().unwrap_or_else(|| "-".into()),
         };
-        all_well &= is_running(c) && !status.contains("unhealthy") && !status.contains("starting");
+        all_well &= is_running(c) && !status.contains("unhealthy");
         println!("{part:<14} {state:<10} {status:<32} {address:<32} {}", c.image.clone().unwrap_or_default());
     }
     if stack.dind && stack.inner.is_none() {

@@ -196,7 +196,7 @@ impl HealthSpec {
     fn new(test: Vec<String>) -> HealthSpec {
         HealthSpec {
             test,
-            interval_ms: 10_000,
+            interval_ms: 5_000,
             timeout_ms: 3_000,
             retries: 3,
             start_period_ms: 60_000,
