@@ -425,30 +425,20 @@ fn monitoring_files() -> Result<MonitoringFiles> {
     };
     let mut all = Vec::new();
     collect(root, &mut all);
+    // Where each embedded folder goes, in which container.
+    let places = [
+        ("prometheus/", "/etc/prometheus/", false),
+        ("grafana/provisioning/", "/etc/grafana/provisioning/", true),
+        ("grafana/dashboards/", "/etc/grafana/dashboards/", true),
+    ];
     for file in all {
         let rel = file.path().strip_prefix("monitoring").unwrap_or(file.path()).display().to_string();
-        let contents = file.contents().to_vec();
-        if let Some(rest) = rel.strip_prefix("prometheus/") {
-            files.prometheus.push(FileSpec {
-                path: format!("/etc/prometheus/{rest}"),
-                contents,
-                mode: 0o644,
-                owner: 0,
-            });
-        } else if let Some(rest) = rel.strip_prefix("grafana/provisioning/") {
-            files.grafana.push(FileSpec {
-                path: format!("/etc/grafana/provisioning/{rest}"),
-                contents,
-                mode: 0o644,
-                owner: 0,
-            });
-        } else if let Some(rest) = rel.strip_prefix("grafana/dashboards/") {
-            files.grafana.push(FileSpec {
-                path: format!("/etc/grafana/dashboards/{rest}"),
-                contents,
-                mode: 0o644,
-                owner: 0,
-            });
+        for (from, to, grafana) in places {
+            if let Some(rest) = rel.strip_prefix(from) {
+                let spec =
+                    FileSpec { path: format!("{to}{rest}"), contents: file.contents().to_vec(), mode: 0o644, owner: 0 };
+                if grafana { files.grafana.push(spec) } else { files.prometheus.push(spec) }
+            }
         }
     }
     Ok(files)
