@@ -192,6 +192,32 @@ mod tests {
     }
 
     #[test]
+    fn a_dynamic_binary_gets_its_loader_and_libraries() {
+        let me = Binary::load(None).expect("the test binary");
+        let Some(interpreter) = me.interpreter.clone() else {
+            return; // a static test build: nothing to add, the case below is the one that needs it
+        };
+        let bytes = context(&me).expect("context");
+        let mut archive = tar::Archive::new(bytes.as_slice());
+        let names: Vec<String> = archive
+            .entries()
+            .expect("entries")
+            .map(|e| e.expect("entry").path().expect("path").display().to_string())
+            .collect();
+        assert!(names.contains(&format!("rootfs{interpreter}")), "{names:?}");
+        assert!(names.iter().any(|n| n.contains("libc.so")), "{names:?}");
+        let mut archive = tar::Archive::new(bytes.as_slice());
+        let mut dockerfile = String::new();
+        for entry in archive.entries().expect("entries") {
+            let mut entry = entry.expect("entry");
+            if entry.path().expect("path").display().to_string() == "Dockerfile" {
+                std::io::Read::read_to_string(&mut entry, &mut dockerfile).expect("text");
+            }
+        }
+        assert!(dockerfile.contains("COPY rootfs/ /"), "{dockerfile}");
+    }
+
+    #[test]
     fn garbage_is_not_an_executable() {
         assert!(elf_interpreter(b"#!/bin/sh\n").is_err());
         assert!(elf_interpreter(b"\x7fELF\x02\x01").is_err());
