@@ -104,6 +104,8 @@ fn image_flags() -> Vec<String> {
 struct Cleanup {
     dir: std::path::PathBuf,
     name: String,
+    /// An image tag the test made.
+    tag: Option<String>,
 }
 
 impl Drop for Cleanup {
@@ -111,6 +113,9 @@ impl Drop for Cleanup {
         let out = acgs(&self.dir, &["bootstrap", "--name", &self.name, "down", "--volumes"]);
         if !out.status.success() {
             eprintln!("cleanup of stack {} failed: {}", self.name, String::from_utf8_lossy(&out.stderr));
+        }
+        if let Some(tag) = &self.tag {
+            let _ = Command::new("docker").args(["rmi", tag]).output();
         }
     }
 }
@@ -130,8 +135,8 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// The inner daemon, over mutual TLS with the stack's client certificate.
-fn inner(dir: &Path, name: &str, port: u16) -> Engine {
-    runtime().block_on(async {
+fn inner(rt: &tokio::runtime::Runtime, dir: &Path, name: &str, port: u16) -> Engine {
+    rt.block_on(async {
         Engine::tls(port, &dir.join(name).join("certs")).expect("tls").negotiate().await.expect("inner daemon")
     })
 }
@@ -166,13 +171,15 @@ fn the_whole_stack_in_docker_in_docker_is_ready_works_end_to_end_and_goes_away()
         return;
     }
     let _serial = serial();
+    let rt = runtime();
     let dir = tempfile::tempdir().expect("tempdir");
     let dir = dir.path();
     let name = stack_name("full");
-    let _cleanup = Cleanup { dir: dir.to_path_buf(), name: name.clone() };
+    let _cleanup = Cleanup { dir: dir.to_path_buf(), name: name.clone(), tag: None };
     let mut flags = up_flags(&name, &required("ACGS_TEST_DIND_IMAGE"));
     flags.extend(image_flags());
     flags.push("--no-grafana".into()); // no Grafana image without a registry (its files are checked statically)
+    let listening_before = listeners();
     let started = Instant::now();
     let out = ok(&run(dir, &flags));
     let took = started.elapsed();
@@ -218,21 +225,22 @@ fn the_whole_stack_in_docker_in_docker_is_ready_works_end_to_end_and_goes_away()
             .unwrap_or(true)
     );
 
-    // Nothing of the stack listens on the host but on 127.0.0.1.
+    // Nothing of the stack listens on the host but on 127.0.0.1: every published port does, and
+    // nothing else the bootstrap started listens anywhere else.
     let mut ports: Vec<u16> = endpoints.values().map(|u| port_of(u.as_str().expect("url"))).collect();
     ports.push(dind_port);
     let listening = listeners();
     for port in &ports {
-        let on: Vec<&String> = listening.iter().filter(|(_, p)| p == port).map(|(a, _)| a).collect();
-        assert!(!on.is_empty(), "nothing listens on {port}");
-        for addr in on {
-            assert_eq!(addr, "0100007F", "port {port} listens on {addr}, not 127.0.0.1");
-        }
+        assert!(listening.iter().any(|(a, p)| p == port && a == "0100007F"), "nothing on 127.0.0.1:{port}");
+    }
+    let new: Vec<&(String, u16)> = listening.iter().filter(|l| !listening_before.contains(l)).collect();
+    for (addr, port) in new {
+        assert_eq!(addr, "0100007F", "since the bootstrap something listens on {addr}:{port}, not 127.0.0.1");
     }
 
     // Containers run as non-root with a read-only root and no capabilities; the image is small.
-    let engine = inner(dir, &name, dind_port);
-    runtime().block_on(async {
+    let engine = inner(&rt, dir, &name, dind_port);
+    rt.block_on(async {
         let containers = engine.containers(&name).await.expect("containers");
         let services: Vec<String> = containers
             .iter()
@@ -299,13 +307,45 @@ fn the_whole_stack_in_docker_in_docker_is_ready_works_end_to_end_and_goes_away()
     let first =
         std::fs::read_to_string(&backup).expect("backup").lines().next().map(str::to_string).unwrap_or_default();
     assert!(first.contains("acgs-backup"), "{first}");
+    let logs = ok(&acgs(dir, &["bootstrap", "--name", &name, "logs", "auth", "--tail", "3"]));
+    assert!(logs.lines().count() >= 1, "{logs}");
+
+    // The backup becomes a new stack (host mode): the same accounts, a log that re-verifies.
+    let copy = format!("{name}-copy");
+    let _copy_cleanup = Cleanup { dir: dir.to_path_buf(), name: copy.clone(), tag: None };
+    let mut restore: Vec<String> =
+        ["bootstrap", "--name", &copy, "restore", "--from", &backup.display().to_string()].map(String::from).to_vec();
+    restore.extend(["--mode", "host", "--no-monitoring", "--port-base", "0", "--timeout", "300s"].map(String::from));
+    restore.extend(["--acgs-binary".into(), required("ACGS_TEST_STATIC_BIN")]);
+    for (flag, var) in [
+        ("--postgres-image", "ACGS_TEST_POSTGRES_IMAGE"),
+        ("--redis-image", "ACGS_TEST_REDIS_IMAGE"),
+        ("--nats-image", "ACGS_TEST_NATS_IMAGE"),
+    ] {
+        restore.extend([flag.to_string(), required(var)]);
+    }
+    let restored = ok(&run(dir, &restore));
+    assert!(restored.contains("keeps the password it had there"), "{restored}");
+    let copied = state(dir, &copy);
+    let env = std::fs::read_to_string(dir.join(&name).join(".env")).expect(".env");
+    let password = env.lines().find_map(|l| l.strip_prefix("ACGS_ADMIN_PASSWORD=")).expect("admin password");
+    let auth = copied["endpoints"]["auth"].as_str().expect("auth");
+    let login = http()
+        .post(format!("{auth}/api/v1/auth/token"))
+        .form(&[("grant_type", "password"), ("username", "admin"), ("password", password)])
+        .send()
+        .expect("login");
+    assert!(login.status().is_success(), "the restored admin keeps the backed-up password: {}", login.status());
+    let integrity = copied["endpoints"]["integrity"].as_str().expect("integrity");
+    ok(&Command::new(BIN).args(["verify", "--audit", integrity]).output().expect("acgs verify"));
+    ok(&acgs(dir, &["bootstrap", "--name", &copy, "down", "--volumes"]));
 
     // down removes every labelled object but the data; a second down is a no-op; --volumes
     // removes the data too.
     let down = ok(&acgs(dir, &["bootstrap", "--name", &name, "down"]));
     assert!(down.contains("kept data volumes"), "{down}");
-    let outer = runtime().block_on(Engine::local()).expect("local daemon");
-    runtime().block_on(async {
+    let outer = rt.block_on(Engine::local()).expect("local daemon");
+    rt.block_on(async {
         assert!(outer.containers(&name).await.expect("list").is_empty());
         assert!(outer.networks(&name).await.expect("list").is_empty());
         assert!(!outer.volumes(&name).await.expect("list").is_empty(), "the data volume stays");
@@ -313,7 +353,7 @@ fn the_whole_stack_in_docker_in_docker_is_ready_works_end_to_end_and_goes_away()
     let again = ok(&acgs(dir, &["bootstrap", "--name", &name, "down"]));
     assert!(again.contains("nothing to remove"), "{again}");
     ok(&acgs(dir, &["bootstrap", "--name", &name, "down", "--volumes"]));
-    runtime().block_on(async { assert!(outer.volumes(&name).await.expect("list").is_empty()) });
+    rt.block_on(async { assert!(outer.volumes(&name).await.expect("list").is_empty()) });
     assert!(!dir.join(&name).exists(), "down --volumes removes the stack's directory");
 }
 
@@ -323,13 +363,14 @@ fn shim_infrastructure_from_an_image_archive_needs_no_other_image() {
         return;
     }
     let _serial = serial();
+    let rt = runtime();
     let dir = tempfile::tempdir().expect("tempdir");
     let dir = dir.path();
     let name = stack_name("shim");
-    let _cleanup = Cleanup { dir: dir.to_path_buf(), name: name.clone() };
     // The inner daemon's image under a name of this test's own, so that taking it away from
     // the daemon (below) leaves the shared tag alone.
     let dind = format!("acgs-test/dind-airgap:{}", std::process::id());
+    let _cleanup = Cleanup { dir: dir.to_path_buf(), name: name.clone(), tag: Some(dind.clone()) };
     let tagged =
         Command::new("docker").args(["tag", &required("ACGS_TEST_DIND_IMAGE"), &dind]).output().expect("docker tag");
     assert!(tagged.status.success(), "{}", String::from_utf8_lossy(&tagged.stderr));
@@ -365,8 +406,8 @@ fn shim_infrastructure_from_an_image_archive_needs_no_other_image() {
     assert!(out.contains("loading"), "{out}");
     let stack = state(dir, &name);
     let dind_port = stack["dind_port"].as_u64().expect("port") as u16;
-    let engine = inner(dir, &name, dind_port);
-    runtime().block_on(async {
+    let engine = inner(&rt, dir, &name, dind_port);
+    rt.block_on(async {
         let images =
             engine.docker.list_images(None::<bollard::query_parameters::ListImagesOptions>).await.expect("images");
         let tags: Vec<String> = images.into_iter().flat_map(|i| i.repo_tags).collect();
@@ -426,7 +467,6 @@ fn shim_infrastructure_from_an_image_archive_needs_no_other_image() {
     let status = ok(&acgs(dir, &["bootstrap", "--name", &name, "status"]));
     assert!(status.contains("nats") && status.contains("redis") && !status.contains("postgres"), "{status}");
     ok(&acgs(dir, &["bootstrap", "--name", &name, "down", "--volumes"]));
-    let _ = Command::new("docker").args(["rmi", &dind]).output();
 }
 
 #[test]
@@ -435,10 +475,11 @@ fn a_bootstrap_that_fails_half_way_removes_what_it_made_and_keeps_the_data() {
         return;
     }
     let _serial = serial();
+    let rt = runtime();
     let dir = tempfile::tempdir().expect("tempdir");
     let dir = dir.path();
     let name = stack_name("fail");
-    let _cleanup = Cleanup { dir: dir.to_path_buf(), name: name.clone() };
+    let _cleanup = Cleanup { dir: dir.to_path_buf(), name: name.clone(), tag: None };
     let mut flags = up_flags(&name, &required("ACGS_TEST_DIND_IMAGE"));
     flags.extend(["--postgres-image", "acgs-local/no-such-postgres:1", "--no-monitoring"].map(String::from));
     let out = run(dir, &flags);
@@ -447,8 +488,8 @@ fn a_bootstrap_that_fails_half_way_removes_what_it_made_and_keeps_the_data() {
     assert!(stderr.contains("acgs-local/no-such-postgres:1"), "the error names the image: {stderr}");
     assert!(stderr.contains("removed container"), "{stderr}");
     assert!(stderr.contains("kept data volumes"), "{stderr}");
-    let outer = runtime().block_on(Engine::local()).expect("local daemon");
-    runtime().block_on(async {
+    let outer = rt.block_on(Engine::local()).expect("local daemon");
+    rt.block_on(async {
         assert!(outer.containers(&name).await.expect("list").is_empty(), "no container left");
         assert!(!outer.volumes(&name).await.expect("list").is_empty(), "the data volume stays");
     });
@@ -458,5 +499,35 @@ fn a_bootstrap_that_fails_half_way_removes_what_it_made_and_keeps_the_data() {
     let bad = acgs(dir, &["bootstrap", "--mode", "sideways"]);
     assert_eq!(bad.status.code(), Some(2));
     ok(&acgs(dir, &["bootstrap", "--name", &name, "down", "--volumes"]));
-    runtime().block_on(async { assert!(outer.volumes(&name).await.expect("list").is_empty()) });
+    rt.block_on(async { assert!(outer.volumes(&name).await.expect("list").is_empty()) });
+
+    // Host mode, failing after PostgreSQL has started writing its volume: no time to get healthy.
+    let host = stack_name("failhost");
+    let _host_cleanup = Cleanup { dir: dir.to_path_buf(), name: host.clone(), tag: None };
+    let mut flags: Vec<String> =
+        ["bootstrap", "--name", &host, "--mode", "host", "--no-monitoring", "--port-base", "0", "--timeout", "1ms"]
+            .map(String::from)
+            .to_vec();
+    for (flag, var) in [
+        ("--postgres-image", "ACGS_TEST_POSTGRES_IMAGE"),
+        ("--redis-image", "ACGS_TEST_REDIS_IMAGE"),
+        ("--nats-image", "ACGS_TEST_NATS_IMAGE"),
+    ] {
+        flags.extend([flag.to_string(), required(var)]);
+    }
+    flags.extend(["--acgs-binary".into(), required("ACGS_TEST_STATIC_BIN")]);
+    let out = run(dir, &flags);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not healthy in time"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("container {host}-postgres")) && stderr.contains(&format!("network {host}")),
+        "{stderr}"
+    );
+    rt.block_on(async {
+        assert!(outer.containers(&host).await.expect("list").is_empty(), "no container left");
+        assert!(outer.networks(&host).await.expect("list").is_empty(), "no network left");
+        let volumes = outer.volumes(&host).await.expect("list");
+        assert!(volumes.contains(&format!("{host}-postgres")), "the database's volume stays: {volumes:?}");
+    });
 }

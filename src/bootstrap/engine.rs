@@ -12,9 +12,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use bollard::Docker;
 use bollard::models::{
-    ContainerCreateBody, ContainerSummary, EndpointSettings, HealthConfig, HostConfig, Mount, MountTmpfsOptions,
-    MountTypeEnum, NetworkCreateRequest, NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
-    VolumeCreateOptions,
+    ContainerCreateBody, ContainerSummary, EndpointSettings, HealthConfig, HostConfig, Mount, MountTypeEnum,
+    NetworkCreateRequest, NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum, VolumeCreateOptions,
 };
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ImportImageOptionsBuilder,
@@ -203,8 +202,11 @@ impl Engine {
             .create_container(Some(options), body)
             .await
             .with_context(|| format!("creating container {} ({}) on {}", spec.name, spec.image, self.address))?;
-        if !spec.files.is_empty() {
-            self.copy_in(&spec.name, &spec.files).await?;
+        if !spec.files.is_empty()
+            && let Err(e) = self.copy_in(&spec.name, &spec.files).await
+        {
+            let _ = self.remove_container(&spec.name, Duration::ZERO).await;
+            return Err(e);
         }
         Ok(())
     }
@@ -361,29 +363,24 @@ fn container_body(
     privileged: bool,
     capabilities: &[&str],
 ) -> ContainerCreateBody {
-    let mounts = spec
-        .mounts
-        .iter()
-        .map(|m| match m {
-            MountSpec::Volume { name, target, read_only } => Mount {
+    let mut mounts = Vec::new();
+    // tmpfs as `--tmpfs` gives them, with mount options: the Mount API's tmpfs mode is not
+    // applied by Docker 20.10, and the sticky bit is not a mode bit in its encoding.
+    let mut tmpfs = HashMap::new();
+    for m in &spec.mounts {
+        match m {
+            MountSpec::Volume { name, target, read_only } => mounts.push(Mount {
                 typ: Some(MountTypeEnum::VOLUME),
                 source: Some(name.clone()),
                 target: Some(target.clone()),
                 read_only: Some(*read_only),
                 ..Default::default()
-            },
-            MountSpec::Tmpfs { target, size_bytes, mode } => Mount {
-                typ: Some(MountTypeEnum::TMPFS),
-                target: Some(target.clone()),
-                tmpfs_options: Some(MountTmpfsOptions {
-                    size_bytes: Some(*size_bytes),
-                    mode: Some(*mode),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-        })
-        .collect();
+            }),
+            MountSpec::Tmpfs { target, size_bytes, mode } => {
+                tmpfs.insert(target.clone(), format!("rw,nosuid,nodev,size={size_bytes},mode={mode:o}"));
+            }
+        }
+    }
     let host_ip = if spec.publish_on_loopback { "127.0.0.1" } else { "" };
     let port_bindings: HashMap<String, Option<Vec<PortBinding>>> = spec
         .ports
@@ -422,6 +419,7 @@ fn container_body(
     }
     let host_config = HostConfig {
         mounts: Some(mounts),
+        tmpfs: (!tmpfs.is_empty()).then_some(tmpfs),
         binds,
         port_bindings: Some(port_bindings),
         readonly_rootfs: Some(spec.read_only),
@@ -436,7 +434,7 @@ fn container_body(
         nano_cpus: (spec.nano_cpus > 0).then_some(spec.nano_cpus),
         pids_limit: (spec.pids_limit > 0).then_some(spec.pids_limit),
         restart_policy: Some(RestartPolicy {
-            name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+            name: Some(if spec.restart { RestartPolicyNameEnum::UNLESS_STOPPED } else { RestartPolicyNameEnum::NO }),
             maximum_retry_count: None,
         }),
         init: None,
@@ -510,9 +508,7 @@ pub fn tar_of(files: &[FileSpec]) -> std::io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bootstrap::plan::{
-        DindPrivilege, Images, Infra, Mode, MonitoringFiles, Ports, Secrets, StackSpec, dind, plan,
-    };
+    use crate::bootstrap::plan::{Images, Infra, Mode, MonitoringFiles, Ports, Secrets, StackSpec, dind, plan};
 
     fn spec() -> StackSpec {
         StackSpec {
@@ -557,7 +553,7 @@ mod tests {
     #[test]
     fn the_inner_daemon_falls_back_to_explicit_capabilities() {
         let s = spec();
-        let d = dind(&s, &[], DindPrivilege::Capabilities);
+        let d = dind(&s, &[]);
         let body = container_body(&d, None, false, &["SYS_RESOURCE"]);
         let host = body.host_config.expect("host config");
         assert_eq!(host.privileged, Some(false));
@@ -566,7 +562,7 @@ mod tests {
         assert!(host.security_opt.expect("opts").contains(&"seccomp=unconfined".to_string()));
         let binding = &host.port_bindings.expect("ports")["2376/tcp"].clone().expect("binding")[0];
         assert_eq!(binding.host_ip.as_deref(), Some("127.0.0.1"));
-        let privileged = container_body(&dind(&s, &[], DindPrivilege::Privileged), None, true, &[]);
+        let privileged = container_body(&dind(&s, &[]), None, true, &[]);
         assert_eq!(privileged.host_config.expect("host").privileged, Some(true));
     }
 

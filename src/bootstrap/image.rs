@@ -66,13 +66,18 @@ pub fn elf_interpreter(bytes: &[u8]) -> Result<Option<String>> {
         bail!("truncated ELF header");
     };
     for i in 0..u64::from(phnum) {
-        let at = usize::try_from(phoff + i * u64::from(phentsize)).context("program header offset")?;
+        let at = i
+            .checked_mul(u64::from(phentsize))
+            .and_then(|o| o.checked_add(phoff))
+            .and_then(|o| usize::try_from(o).ok())
+            .context("program header offset out of range")?;
         if u32_at(at) == Some(3) {
             let (Some(offset), Some(size)) = (u64_at(at + 8), u64_at(at + 32)) else {
                 bail!("truncated program header");
             };
             let (offset, size) = (usize::try_from(offset)?, usize::try_from(size)?);
-            let raw = bytes.get(offset..offset + size).context("PT_INTERP outside the file")?;
+            let end = offset.checked_add(size).context("PT_INTERP out of range")?;
+            let raw = bytes.get(offset..end).context("PT_INTERP outside the file")?;
             let text = raw.split(|b| *b == 0).next().unwrap_or_default();
             return Ok(Some(String::from_utf8_lossy(text).into_owned()));
         }

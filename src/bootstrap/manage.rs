@@ -3,7 +3,8 @@
 //! The stack is looked up on the local daemon by `acgs.stack=<name>`; if its inner daemon's
 //! container runs there, the stack's own containers are looked up on that daemon over mutual TLS
 //! with the certificates in the stack's directory. Nothing here needs stack.json except the
-//! endpoints in the status table, so `down` works after a half-finished bootstrap too.
+//! endpoints in the status table and `backup` (which rebuilds the stack's plan from it), so
+//! `down` works after a half-finished bootstrap too.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -79,7 +80,7 @@ fn role(c: &ContainerSummary) -> Option<&str> {
     c.labels.as_ref().and_then(|l| l.get(ROLE_LABEL)).map(String::as_str)
 }
 
-fn is_running(c: &ContainerSummary) -> bool {
+pub(super) fn is_running(c: &ContainerSummary) -> bool {
     c.state.as_ref().is_some_and(|s| s.to_string() == "running")
 }
 
@@ -226,15 +227,8 @@ pub async fn backup(args: &StackArgs, backup: &BackupArgs) -> Result<ExitCode> {
         secrets,
     };
     let plan = plan::plan(&spec, &MonitoringFiles::default());
-    let integrity = plan.container("integrity").context("the plan has no integrity service")?;
-    let mut job = integrity.clone();
-    job.role = "backup".into();
-    job.name = format!("{}-backup", args.name);
-    job.labels = plan::labels(&args.name, "backup");
-    job.cmd = ["backup", "-o", "/tmp/backup.acgs", "--log", "http://integrity:8002"].map(String::from).to_vec();
-    job.ports.clear();
-    job.health = None;
-    job.read_only = false;
+    let args_of_job = ["backup", "-o", "/tmp/backup.acgs", "--log", "http://integrity:8002"];
+    let mut job = plan::job(&plan, &args.name, "backup", &args_of_job).context("the plan has no integrity service")?;
     // Read the log's signing key from the integrity service's volume, never write to it; the
     // backup goes to the container's own /tmp (not a tmpfs: it must outlive the process).
     job.mounts = vec![plan::MountSpec::Volume {
@@ -242,24 +236,28 @@ pub async fn backup(args: &StackArgs, backup: &BackupArgs) -> Result<ExitCode> {
         target: "/data".into(),
         read_only: true,
     }];
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&backup.output)
-        .with_context(|| format!("cannot create {}", backup.output.display()))?;
-    let result = super::up::run_job(stack.target(), &job, &plan.network, Some("/tmp/backup.acgs")).await;
-    let bytes = match result {
-        Ok(Some(bytes)) => bytes,
-        Ok(None) => bail!("the backup job gave no file"),
-        Err(e) => {
-            drop(file);
-            let _ = std::fs::remove_file(&backup.output);
-            return Err(e);
-        }
-    };
-    file.write_all(&bytes)?;
-    file.sync_all()?;
+    if stack.dind && stack.inner.is_none() {
+        bail!("the inner daemon of stack {} is not reachable: nothing to back up", args.name);
+    }
+    if backup.output.exists() {
+        bail!("{} exists: a backup never overwrites a file", backup.output.display());
+    }
+    let bytes = super::up::run_job(stack.target(), &job, &plan.network, Some("/tmp/backup.acgs"))
+        .await?
+        .context("the backup job gave no file")?;
+    // Written aside and renamed: a file at the output path is always a whole backup.
+    let partial = backup.output.with_extension("partial");
+    let written = (|| -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&partial)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+        std::fs::hard_link(&partial, &backup.output)?;
+        std::fs::remove_file(&partial)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e).with_context(|| format!("cannot write {}", backup.output.display()));
+    }
     println!("stack {}: backup written to {} ({} bytes)", args.name, backup.output.display(), bytes.len());
     Ok(ExitCode::SUCCESS)
 }

@@ -74,7 +74,7 @@ pub struct StackArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct ImageArgs {
     /// Infrastructure from images, or `shim`: `acgs shim nats`/`redis` and SQLite per service
-    /// (no third-party image but the dind one).
+    /// (with --no-monitoring, no third-party image but the dind one).
     #[arg(long, env = "ACGS_BOOTSTRAP_INFRA", value_enum, default_value = "images")]
     pub infra: Infra,
     /// The inner daemon's image [default: embedded/deploy/images.toml].
@@ -232,6 +232,10 @@ pub struct RestoreArgs {
     /// The backup (from `acgs bootstrap backup` or `acgs backup`).
     #[arg(long = "from", value_name = "FILE")]
     pub input: PathBuf,
+    /// The log's verifier key the backup's checkpoint must verify with (as
+    /// /api/v1/log/public-key serves it) [default: the key in the backup].
+    #[arg(long, env = "ACGS_BOOTSTRAP_RESTORE_KEY", value_name = "KEY")]
+    pub key: Option<String>,
     #[command(flatten)]
     pub up: UpArgs,
 }
@@ -244,6 +248,33 @@ pub fn check(args: &BootstrapArgs) -> Result<(), String> {
             args.stack.name
         ));
     }
+    let up = match &args.command {
+        None => &args.up,
+        Some(BootstrapCommand::Restore(restore)) => &restore.up,
+        Some(_) => return Ok(()),
+    };
+    let mut requested: Vec<(&str, u16)> = Vec::new();
+    if up.port_base != 0 {
+        if up.port_base > u16::MAX - 6 {
+            return Err(format!("--port-base {}: the seven services need it and the six ports above it", up.port_base));
+        }
+        requested.extend((0..7).map(|i| ("--port-base", up.port_base + i)));
+    }
+    if up.images.prometheus() {
+        requested.push(("--prometheus-port", up.prometheus_port));
+    }
+    if up.images.grafana() {
+        requested.push(("--grafana-port", up.grafana_port));
+    }
+    if up.mode == Mode::Dind {
+        requested.push(("--dind-port", up.dind_port));
+    }
+    requested.retain(|(_, port)| *port != 0);
+    for (i, (flag, port)) in requested.iter().enumerate() {
+        if let Some((other, _)) = requested[..i].iter().find(|(_, p)| p == port) {
+            return Err(format!("{flag} and {other} both ask for port {port}"));
+        }
+    }
     Ok(())
 }
 
@@ -252,7 +283,8 @@ pub async fn run(args: BootstrapArgs) -> Result<std::process::ExitCode> {
     match args.command {
         None => up::up(&args.stack, &args.up, None).await.map(|_| std::process::ExitCode::SUCCESS),
         Some(BootstrapCommand::Restore(restore)) => {
-            up::up(&args.stack, &restore.up, Some(&restore.input)).await.map(|_| std::process::ExitCode::SUCCESS)
+            let from = up::Restore { from: &restore.input, key: restore.key.as_deref() };
+            up::up(&args.stack, &restore.up, Some(&from)).await.map(|_| std::process::ExitCode::SUCCESS)
         }
         Some(BootstrapCommand::Status) => manage::status(&args.stack).await,
         Some(BootstrapCommand::Test) => smoke::run(&args.stack).await,

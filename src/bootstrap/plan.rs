@@ -29,6 +29,9 @@ pub const REDIS_PORT: u16 = 6379;
 pub const NATS_PORT: u16 = 4222;
 pub const PROMETHEUS_PORT: u16 = 9090;
 pub const GRAFANA_PORT: u16 = 3000;
+/// The configuration files the stack writes into the Redis and NATS containers.
+pub const REDIS_CONF: &str = "/etc/acgs/redis.conf";
+pub const NATS_CONF: &str = "/etc/acgs/nats.conf";
 
 /// Where the stack runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -245,6 +248,8 @@ pub struct ContainerSpec {
     pub pids_limit: i64,
     pub files: Vec<FileSpec>,
     pub labels: BTreeMap<String, String>,
+    /// Restarted by Docker unless stopped (long-running parts); one-off jobs are not.
+    pub restart: bool,
 }
 
 /// All objects of a stack on the daemon that runs it.
@@ -319,6 +324,7 @@ pub fn plan(spec: &StackSpec, monitoring_files: &MonitoringFiles) -> Plan {
         pids_limit: 512,
         files: Vec::new(),
         labels: labels(name, role),
+        restart: true,
     };
     let s = &spec.secrets;
 
@@ -335,6 +341,8 @@ pub fn plan(spec: &StackSpec, monitoring_files: &MonitoringFiles) -> Plan {
             ];
             pg.mounts =
                 vec![volume(&data, "/var/lib/postgresql/data"), tmpfs("/var/run/postgresql", 16), tmpfs("/tmp", 64)];
+            // The image's entrypoint prepares the data volume as root and runs the server as its
+            // own unprivileged user.
             pg.health =
                 Some(HealthSpec::new(strings(&["pg_isready", "-q", "-U", "acgs", "-d", "acgs", "-h", "127.0.0.1"])));
             pg.memory_bytes = 1024 * MIB;
@@ -344,17 +352,20 @@ pub fn plan(spec: &StackSpec, monitoring_files: &MonitoringFiles) -> Plan {
             let mut redis = base("redis", Kind::Infra, &spec.images.redis);
             let redis_data = format!("{name}-redis");
             volumes.push(redis_data.clone());
-            redis.cmd = vec![
-                "redis-server".into(),
-                "--requirepass".into(),
-                s.redis_password.clone(),
-                "--dir".into(),
-                "/data".into(),
-                "--appendonly".into(),
-                "yes".into(),
-                "--protected-mode".into(),
-                "no".into(),
-            ];
+            // The password goes in a file, never on a command line (which every user of the host
+            // can read in /proc).
+            redis.cmd = vec!["redis-server".into(), REDIS_CONF.into()];
+            redis.files = vec![FileSpec {
+                path: REDIS_CONF.into(),
+                contents: format!(
+                    "# Written by acgs bootstrap.\nrequirepass {}\ndir /data\nappendonly yes\nprotected-mode no\n",
+                    s.redis_password
+                )
+                .into_bytes(),
+                mode: 0o644,
+                owner: 0,
+            }];
+            // Its entrypoint likewise runs the server as the image's `redis` user.
             redis.mounts = vec![volume(&redis_data, "/data")];
             redis.env = vec![("REDISCLI_AUTH".into(), s.redis_password.clone())];
             redis.health = Some(HealthSpec::new(strings(&["redis-cli", "ping"])));
@@ -362,15 +373,20 @@ pub fn plan(spec: &StackSpec, monitoring_files: &MonitoringFiles) -> Plan {
 
             let mut nats = base("nats", Kind::Infra, &spec.images.nats);
             // Options only: the official images' entrypoints (and acgs-local/nats) start
-            // nats-server with them.
-            nats.cmd = vec![
-                "--port".into(),
-                NATS_PORT.to_string(),
-                "--user".into(),
-                "acgs".into(),
-                "--pass".into(),
-                s.nats_password.clone(),
-            ];
+            // nats-server with them. The password is in the configuration file, not on the
+            // command line.
+            nats.cmd = vec!["--config".into(), NATS_CONF.into()];
+            nats.files = vec![FileSpec {
+                path: NATS_CONF.into(),
+                contents: format!(
+                    "# Written by acgs bootstrap.\nport: {NATS_PORT}\nauthorization {{\n  user: acgs\n  password: \"{}\"\n}}\n",
+                    s.nats_password
+                )
+                .into_bytes(),
+                mode: 0o644,
+                owner: 0,
+            }];
+            nats.user = Some("nobody".into());
             containers.push(nats);
             (
                 format!("postgres://acgs:{}@postgres:{POSTGRES_PORT}/acgs", s.postgres_password),
@@ -410,7 +426,7 @@ pub fn plan(spec: &StackSpec, monitoring_files: &MonitoringFiles) -> Plan {
         let data = format!("{name}-{role}");
         volumes.push(data.clone());
         let image = match (&spec.images.solver, service) {
-            (Some(_), ServiceName::Verification) => solver_image_tag(&spec.images.acgs),
+            (Some(solver), ServiceName::Verification) => solver_image_tag(&spec.images.acgs, solver),
             _ => spec.images.acgs.clone(),
         };
         let mut c = base(role, Kind::Service(service), &image);
@@ -452,7 +468,6 @@ pub fn plan(spec: &StackSpec, monitoring_files: &MonitoringFiles) -> Plan {
             "--config.file=/etc/prometheus/prometheus.yml",
             "--storage.tsdb.path=/prometheus",
             "--storage.tsdb.retention.time=15d",
-            "--web.enable-lifecycle",
         ]);
         p.mounts = vec![volume(&data, "/prometheus")];
         p.ports = vec![(PROMETHEUS_PORT, host_port(spec, PROMETHEUS_PORT, spec.ports.prometheus))];
@@ -500,12 +515,31 @@ fn host_port(spec: &StackSpec, port: u16, requested: u16) -> u16 {
     }
 }
 
-/// The tag of the verification image: the acgs image on top of the solver image.
-pub fn solver_image_tag(acgs: &str) -> String {
+/// The tag of the verification image: the acgs image on top of the solver image (both named
+/// in it, so another binary or another solver gives another image).
+pub fn solver_image_tag(acgs: &str, solver: &str) -> String {
+    use sha2::Digest;
+    let solver = &hex::encode(sha2::Sha256::digest(solver.as_bytes()))[..8];
     match acgs.rsplit_once(':') {
-        Some((repo, tag)) => format!("{repo}-verification:{tag}"),
-        None => format!("{acgs}-verification"),
+        Some((repo, tag)) => format!("{repo}-verification:{tag}-{solver}"),
+        None => format!("{acgs}-verification:{solver}"),
     }
+}
+
+/// A one-off job in the stack's network: `acgs ARGS` from the integrity service's container
+/// (its image, environment, user and data volume), not restarted, not published.
+pub fn job(plan: &Plan, stack: &str, role: &str, args: &[&str]) -> Option<ContainerSpec> {
+    let mut job = plan.container("integrity")?.clone();
+    job.role = role.into();
+    job.name = format!("{stack}-{role}");
+    job.labels = labels(stack, role);
+    job.cmd = args.iter().map(|a| a.to_string()).collect();
+    job.ports.clear();
+    job.health = None;
+    job.restart = false;
+    // Files are copied into it and results out of it: its own layer must be writable.
+    job.read_only = false;
+    Some(job)
 }
 
 /// What every acgs container gets: read-only root, no capabilities, no privilege escalation,
@@ -539,7 +573,7 @@ pub enum DindPrivilege {
 
 /// The inner daemon's container on the outer daemon: TLS on 2376 and the stack's published
 /// ports, all on the host's 127.0.0.1; its /var/lib/docker on a data volume.
-pub fn dind(spec: &StackSpec, published: &[(u16, u16)], privilege: DindPrivilege) -> ContainerSpec {
+pub fn dind(spec: &StackSpec, published: &[(u16, u16)]) -> ContainerSpec {
     let name = &spec.name;
     let mut ports = vec![(DIND_PORT, spec.ports.dind)];
     ports.extend_from_slice(published);
@@ -576,28 +610,13 @@ pub fn dind(spec: &StackSpec, published: &[(u16, u16)], privilege: DindPrivilege
         pids_limit: 0,
         files: Vec::new(),
         labels: labels(name, "dind"),
+        restart: true,
     }
-    .with_privilege(privilege)
 }
 
 /// The inner daemon's data volume (holding every inner image, container and volume).
 pub fn dind_volume(stack: &str) -> String {
     format!("{stack}-dind")
-}
-
-impl ContainerSpec {
-    fn with_privilege(mut self, privilege: DindPrivilege) -> ContainerSpec {
-        self.labels.insert("acgs.privilege".into(), format!("{privilege:?}").to_lowercase());
-        self
-    }
-
-    /// The privilege mode of a dind container spec.
-    pub fn privilege(&self) -> DindPrivilege {
-        match self.labels.get("acgs.privilege").map(String::as_str) {
-            Some("capabilities") => DindPrivilege::Capabilities,
-            _ => DindPrivilege::Privileged,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -668,7 +687,7 @@ mod tests {
         }
         let s = spec(Mode::Dind, Infra::Images);
         let inner = plan(&s, &MonitoringFiles::default());
-        let outer = dind(&s, &inner.published, DindPrivilege::Privileged);
+        let outer = dind(&s, &inner.published);
         assert!(outer.publish_on_loopback);
         assert_eq!(outer.ports.len(), 1 + 7 + 2);
         assert!(outer.cmd.contains(&"--tlsverify".to_string()));

@@ -42,19 +42,25 @@ const DIND_START: Duration = Duration::from_secs(90);
 /// The capability the sandboxes of DESIGN.md §8 lack, which makes `--privileged` fail.
 const MISSING_CAPABILITY: &str = "SYS_RESOURCE";
 
+/// A backup to restore into the new stack, and the log key it must verify with (else its own).
+pub struct Restore<'a> {
+    pub from: &'a Path,
+    pub key: Option<&'a str>,
+}
+
 /// What this run created, to remove on failure.
 #[derive(Default)]
 struct Created {
-    /// On the outer daemon (the inner daemon's container).
+    /// On the outer daemon (the inner daemon's container and network).
     outer_containers: Vec<String>,
+    outer_networks: Vec<String>,
     /// On the daemon that runs the stack (host mode only: in dind mode the inner daemon goes).
     containers: Vec<String>,
     networks: Vec<String>,
-    volumes: Vec<String>,
 }
 
 /// Brings the stack up (restoring `restore` into it first, if given) and returns its state.
-pub async fn up(stack: &StackArgs, args: &UpArgs, restore: Option<&Path>) -> Result<StackState> {
+pub async fn up(stack: &StackArgs, args: &UpArgs, restore: Option<&Restore<'_>>) -> Result<StackState> {
     let mut progress = Progress::new();
     let dir = StackDir::new(&stack.dir, &stack.name);
 
@@ -110,7 +116,7 @@ pub async fn up(stack: &StackArgs, args: &UpArgs, restore: Option<&Path>) -> Res
                 state.ready_after_secs,
                 dir.path.join(".env").display()
             );
-            if let Some(backup) = restore {
+            if let Some(Restore { from: backup, .. }) = restore {
                 eprintln!(
                     "acgs: restored from {}: every account keeps the password it had there, `admin` too (the \
                      admin password in .env is this stack's own, unused by the restored account)",
@@ -128,12 +134,12 @@ pub async fn up(stack: &StackArgs, args: &UpArgs, restore: Option<&Path>) -> Res
     }
 }
 
-async fn preflight(outer: &Engine, stack: &StackArgs, args: &UpArgs, restore: Option<&Path>) -> Result<()> {
+async fn preflight(outer: &Engine, stack: &StackArgs, args: &UpArgs, restore: Option<&Restore<'_>>) -> Result<()> {
     let running: Vec<String> = outer
         .containers(&stack.name)
         .await?
         .into_iter()
-        .filter(|c| c.state.as_ref().is_some_and(|s| s.to_string() == "running"))
+        .filter(super::manage::is_running)
         .filter_map(|c| c.names.and_then(|n| n.first().cloned()))
         .collect();
     if !running.is_empty() {
@@ -144,12 +150,9 @@ async fn preflight(outer: &Engine, stack: &StackArgs, args: &UpArgs, restore: Op
             running.join(", ")
         );
     }
-    let mut ports = vec![("--port-base", args.port_base)];
-    if args.port_base != 0 {
-        for service in ServiceName::ALL {
-            ports.push(("--port-base", args.port_base + (service.default_port() - 8000)));
-        }
-    }
+    let stack_ports = Ports { services: args.port_base, prometheus: 0, grafana: 0, dind: 0 };
+    let mut ports: Vec<(&str, u16)> =
+        ServiceName::ALL.iter().map(|s| ("--port-base", stack_ports.service(*s))).collect();
     if args.images.prometheus() {
         ports.push(("--prometheus-port", args.prometheus_port));
     }
@@ -164,7 +167,19 @@ async fn preflight(outer: &Engine, stack: &StackArgs, args: &UpArgs, restore: Op
             bail!("127.0.0.1:{port} is in use: choose another with {flag} (0 lets Docker pick a free one)");
         }
     }
-    if let Some(path) = restore {
+    let dir = StackDir::new(&stack.dir, &stack.name);
+    if dir.load_secrets()?.is_none() {
+        let volumes = outer.volumes(&stack.name).await?;
+        anyhow::ensure!(
+            volumes.is_empty(),
+            "stack {} has data volumes ({}) but its secrets are not in {}: run from where it was bootstrapped \
+             (--dir), or remove the volumes with `acgs bootstrap down --volumes`",
+            stack.name,
+            volumes.join(", "),
+            dir.path.display()
+        );
+    }
+    if let Some(Restore { from: path, .. }) = restore {
         std::fs::metadata(path).with_context(|| format!("cannot read the backup {}", path.display()))?;
         anyhow::ensure!(
             args.images.infra == Infra::Images,
@@ -212,7 +227,7 @@ async fn bring_up(
     spec: &StackSpec,
     args: &UpArgs,
     binary: &Binary,
-    restore: Option<&Path>,
+    restore: Option<&Restore<'_>>,
     progress: &mut Progress,
     created: &mut Created,
 ) -> Result<StackState> {
@@ -249,7 +264,7 @@ async fn bring_up(
         target.build(&spec.images.acgs, image::context(binary)?, &labels).await?;
     }
     if let Some(solver) = &spec.images.solver {
-        let tag = plan::solver_image_tag(&spec.images.acgs);
+        let tag = plan::solver_image_tag(&spec.images.acgs, solver);
         if !target.has_image(&tag).await? {
             target.build(&tag, image::solver_context(binary, solver)?, &HashMap::new()).await?;
         }
@@ -268,9 +283,7 @@ async fn bring_up(
     for volume in &plan.volumes {
         let mut labels = hash_map(plan::labels(&spec.name, volume.trim_start_matches(&format!("{}-", spec.name))));
         labels.insert(DATA_LABEL.into(), "true".into());
-        if target.ensure_volume(volume, labels).await? {
-            created.volumes.push(volume.clone());
-        }
+        target.ensure_volume(volume, labels).await?;
     }
     for container in &plan.containers {
         target.create(container, Some(&plan.network), false, &[]).await?;
@@ -287,9 +300,9 @@ async fn bring_up(
     let deadline = Instant::now() + args.timeout;
     wait_healthy(&target, &infra, deadline, progress).await?;
 
-    if let Some(backup) = restore {
+    if let Some(Restore { from: backup, key }) = restore {
         progress.step(format!("restoring {}", backup.display()));
-        restore_into(&target, spec, &plan, backup).await?;
+        restore_into(&target, spec, &plan, backup, *key).await?;
     }
 
     progress.step("services and monitoring");
@@ -336,17 +349,25 @@ async fn start_dind(
         let contents = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
         files.push(FileSpec { path: format!("{}/server/{name}", plan::DIND_CERTS), contents, mode: 0o600, owner: 0 });
     }
+    // A network of its own: no other container on the host's default bridge can reach the
+    // ports it publishes on its own address.
+    let network = format!("{}-dind", spec.name);
+    if outer.ensure_network(&network, hash_map(plan::labels(&spec.name, "dind-network"))).await? {
+        created.outer_networks.push(network.clone());
+    }
+    // A stopped inner daemon of an earlier run (its data volume stays).
+    outer.remove_container(&format!("{}-dind", spec.name), Duration::from_secs(10)).await?;
     let mut privilege = DindPrivilege::Privileged;
     loop {
-        let mut container = plan::dind(spec, &plan.published, privilege);
+        let mut container = plan::dind(spec, &plan.published);
         container.files = files.clone();
         let privileged = privilege == DindPrivilege::Privileged;
         let missing: &[&str] = if privileged { &[] } else { &[MISSING_CAPABILITY] };
-        outer.create(&container, None, privileged, missing).await?;
+        outer.create(&container, Some(&network), privileged, missing).await?;
         created.outer_containers.push(container.name.clone());
         match outer.start(&container.name).await {
             Ok(()) => break,
-            Err(e) if privileged => {
+            Err(e) if privileged && refused_privileges(&e) => {
                 progress.say(&format!(
                     "  the daemon refused a privileged container ({}): using the explicit capability set instead \
                      (all but {MISSING_CAPABILITY}, unconfined seccomp/AppArmor, the cgroup tree)",
@@ -387,6 +408,13 @@ async fn start_dind(
             }
         }
     }
+}
+
+/// Whether starting a container failed because its privileges were refused (and not, say,
+/// because a port was taken).
+fn refused_privileges(e: &anyhow::Error) -> bool {
+    let text = format!("{e:#}").to_lowercase();
+    ["apply caps", "operation not permitted", "privileged", "capabilit"].iter().any(|needle| text.contains(needle))
 }
 
 /// The innermost message of an error chain.
@@ -466,7 +494,7 @@ async fn wait_healthy(
 ) -> Result<()> {
     loop {
         let mut waiting = Vec::new();
-        for c in containers.iter().filter(|c| c.health.is_some()) {
+        for c in containers {
             let info = target.inspect(&c.name).await?;
             let state = info.state.unwrap_or_default();
             let health = state.health.and_then(|h| h.status).map(|s| s.to_string()).unwrap_or_default();
@@ -481,7 +509,8 @@ async fn wait_healthy(
                     String::from_utf8_lossy(&log).trim_end()
                 );
             }
-            if health != "healthy" {
+            // Without a health check, running (and not restarting) is all there is to see.
+            if c.health.is_some() && health != "healthy" {
                 waiting.push(c.role.clone());
             }
         }
@@ -592,24 +621,27 @@ async fn wait_ready(
 }
 
 /// Runs `acgs restore` once in the stack's network before the services start: the tables into
-/// PostgreSQL, the log and its key into the integrity service's volume.
-async fn restore_into(target: &Engine, spec: &StackSpec, plan: &plan::Plan, backup: &Path) -> Result<()> {
-    let integrity = plan.container("integrity").context("the plan has no integrity service")?;
+/// PostgreSQL, the log and its key into the integrity service's volume. With `key`, the
+/// backup's checkpoint must verify with that key, not only with the one it carries.
+async fn restore_into(
+    target: &Engine,
+    spec: &StackSpec,
+    plan: &plan::Plan,
+    backup: &Path,
+    key: Option<&str>,
+) -> Result<()> {
     let contents = std::fs::read(backup).with_context(|| format!("cannot read {}", backup.display()))?;
-    let mut job = integrity.clone();
-    job.role = "restore".into();
-    job.name = format!("{}-restore", spec.name);
-    job.labels = plan::labels(&spec.name, "restore");
-    job.cmd = vec!["restore".into(), "--from".into(), "/restore/backup.acgs".into()];
-    job.ports.clear();
-    job.health = None;
-    job.read_only = false;
+    let mut args = vec!["restore", "--from", "/restore/backup.acgs"];
+    if let Some(key) = key {
+        args.extend(["--key", key]);
+    }
+    let mut job = plan::job(plan, &spec.name, "restore", &args).context("the plan has no integrity service")?;
     job.files = vec![FileSpec { path: "/restore/backup.acgs".into(), contents, mode: 0o600, owner: 10001 }];
     run_job(target, &job, &plan.network, None).await.map(|_| ())
 }
 
-/// Runs a one-off container to completion, then removes it; its output is in the error. With
-/// `fetch`, returns that file of the finished container.
+/// Runs a one-off container to completion and removes it, whatever happened; its output is in
+/// the error. With `fetch`, returns that file of the finished container.
 pub(super) async fn run_job(
     target: &Engine,
     job: &ContainerSpec,
@@ -618,23 +650,33 @@ pub(super) async fn run_job(
 ) -> Result<Option<Vec<u8>>> {
     target.remove_container(&job.name, Duration::ZERO).await?;
     target.create(job, Some(network), false, &[]).await?;
-    target.start(&job.name).await?;
-    let mut wait = target.docker.wait_container(&job.name, None::<bollard::query_parameters::WaitContainerOptions>);
-    let status = match wait.next().await {
-        Some(Ok(r)) => r.status_code,
-        // bollard reports a non-zero exit as an error carrying the code.
-        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
-        Some(Err(e)) => return Err(e).with_context(|| format!("waiting for {}", job.name)),
-        None => bail!("{} ended without an exit status", job.name),
-    };
-    let mut log = Vec::new();
-    let _ = target.logs(&job.name, None, false, &mut log).await;
-    anyhow::ensure!(status == 0, "{} exited with {status}:\n{}", job.name, String::from_utf8_lossy(&log).trim_end());
-    let fetched = match fetch {
-        Some(path) => Some(target.copy_out(&job.name, path).await?),
-        None => None,
-    };
-    target.remove_container(&job.name, Duration::ZERO).await?;
+    let result = async {
+        target.start(&job.name).await?;
+        let mut wait = target.docker.wait_container(&job.name, None::<bollard::query_parameters::WaitContainerOptions>);
+        let status = match wait.next().await {
+            Some(Ok(r)) => r.status_code,
+            // bollard reports a non-zero exit as an error carrying the code.
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+            Some(Err(e)) => return Err(e).with_context(|| format!("waiting for {}", job.name)),
+            None => bail!("{} ended without an exit status", job.name),
+        };
+        let mut log = Vec::new();
+        let _ = target.logs(&job.name, None, false, &mut log).await;
+        anyhow::ensure!(
+            status == 0,
+            "{} exited with {status}:\n{}",
+            job.name,
+            String::from_utf8_lossy(&log).trim_end()
+        );
+        match fetch {
+            Some(path) => Ok(Some(target.copy_out(&job.name, path).await?)),
+            None => Ok(None),
+        }
+    }
+    .await;
+    let removed = target.remove_container(&job.name, Duration::ZERO).await;
+    let fetched = result?;
+    removed?;
     Ok(fetched)
 }
 
@@ -651,6 +693,12 @@ async fn clean_up(outer: &Engine, dir: &StackDir, spec: &StackSpec, created: &Cr
     for name in created.outer_containers.iter().rev() {
         match outer.remove_container(name, Duration::from_secs(5)).await {
             Ok(()) => removed.push(format!("container {name} (with everything inside it)")),
+            Err(e) => failed.push(format!("{e:#}")),
+        }
+    }
+    for name in &created.outer_networks {
+        match outer.remove_network(name).await {
+            Ok(()) => removed.push(format!("network {name}")),
             Err(e) => failed.push(format!("{e:#}")),
         }
     }

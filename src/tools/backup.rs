@@ -101,20 +101,26 @@ async fn write_backup(config: &Config, args: &BackupArgs, file: std::fs::File) -
         }
     }
     let key_file = key_path(&config.data_dir);
-    match std::fs::read_to_string(&key_file) {
-        Ok(key) => write_line(&mut out, json!({ "integrity_key": key }))?,
+    let signing_key = match std::fs::read_to_string(&key_file) {
+        Ok(key) => Some(key),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             eprintln!(
                 "acgs: warning: no {KEY_FILE} in {} — the restored log will sign new checkpoints with a new key",
                 config.data_dir.display()
             );
+            None
         }
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", key_file.display())),
-    }
+    };
     let (checkpoint, public_key, leaves) = match &args.log {
         Some(url) => log_over_http(url).await?,
         None => log_from_file(config)?,
     };
+    if let Some(key) = &signing_key {
+        check_signing_key(key, &public_key)
+            .with_context(|| format!("{} does not belong to this log", key_file.display()))?;
+        write_line(&mut out, json!({ "integrity_key": key }))?;
+    }
     // The same check restore makes, so that a backup that would not restore is never written.
     let signed = note::verify_checkpoint(&checkpoint, &NoteVerifier::parse(&public_key)?, None)
         .context("the log's checkpoint does not verify with its own key")?;
@@ -135,6 +141,18 @@ async fn write_backup(config: &Config, args: &BackupArgs, file: std::fs::File) -
     out.flush()?;
     out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     println!("backup {}: {tables} tables, {size} log entries (checkpoint size {size})", args.output.display());
+    Ok(())
+}
+
+/// The signing key must be the private half of the key the log's checkpoints verify with, or the
+/// restored log would sign checkpoints nobody holding the old key can check.
+fn check_signing_key(private: &str, public: &str) -> anyhow::Result<()> {
+    let derived = note::NoteSigner::from_private_key(private.trim())?.verifier_key();
+    anyhow::ensure!(
+        derived == public.trim(),
+        "it signs as {derived}, and the log's checkpoints verify with {}",
+        public.trim()
+    );
     Ok(())
 }
 
@@ -249,6 +267,8 @@ async fn log_over_http(url: &str) -> anyhow::Result<(String, String, Vec<Vec<u8>
 pub async fn restore(config: &Config, args: &RestoreArgs) -> anyhow::Result<()> {
     // 1. The log must verify before anything is written.
     let mut checkpoint = None;
+    let mut verifier_key = String::new();
+    let mut signing_key = None;
     let mut builder = RootBuilder::new();
     let mut header = false;
     for line in lines(&args.input)? {
@@ -269,6 +289,9 @@ pub async fn restore(config: &Config, args: &RestoreArgs) -> anyhow::Result<()> 
             let cp = note::verify_checkpoint(text, &verifier, None)
                 .map_err(|e| anyhow::anyhow!("the backup's checkpoint does not verify: {e}"))?;
             checkpoint = Some(cp);
+            verifier_key = key;
+        } else if let Some(key) = line["integrity_key"].as_str() {
+            signing_key = Some(key.to_string());
         } else if let Some(leaves) = line["leaves"].as_array() {
             for leaf in leaves {
                 builder.push(leaf_hash(&B64.decode(leaf.as_str().context("a leaf that is not text")?)?));
@@ -277,6 +300,9 @@ pub async fn restore(config: &Config, args: &RestoreArgs) -> anyhow::Result<()> 
     }
     anyhow::ensure!(header, "{} is empty", args.input.display());
     let checkpoint = checkpoint.context("the backup has no checkpoint")?;
+    if let Some(key) = &signing_key {
+        check_signing_key(key, &verifier_key).context("the backup's signing key does not belong to its log")?;
+    }
     anyhow::ensure!(
         builder.size() == checkpoint.size && builder.root() == checkpoint.root,
         "the backup's log does not verify: its {} leaves do not hash to the root its checkpoint signs for {} entries",
@@ -289,13 +315,14 @@ pub async fn restore(config: &Config, args: &RestoreArgs) -> anyhow::Result<()> 
     let mut stores = Vec::new();
     for service in STORES {
         let db = Db::open(service.as_str(), &storage).await.with_context(|| format!("{service}: opening storage"))?;
-        db.migrate(&embedded::migrations(service)?).await.with_context(|| format!("{service}: migrating"))?;
+        // Checked before migrating: a store that holds data is refused untouched.
         for (table, _, rows) in dump(&db).await? {
             anyhow::ensure!(
                 rows.is_empty(),
                 "{service}: table {table} already holds data; restore into an empty target"
             );
         }
+        db.migrate(&embedded::migrations(service)?).await.with_context(|| format!("{service}: migrating"))?;
         stores.push((service, db));
     }
     std::fs::create_dir_all(&config.data_dir)?;
@@ -311,7 +338,13 @@ pub async fn restore(config: &Config, args: &RestoreArgs) -> anyhow::Result<()> 
                 .iter()
                 .find(|(s, _)| s.as_str() == store)
                 .with_context(|| format!("the backup names an unknown store {store:?}"))?;
-            load_table(db, &line).await.with_context(|| format!("{store}: table {}", line["table"]))?;
+            load_table(db, &line).await.with_context(|| {
+                format!(
+                    "{store}: table {} (the restore stopped part-way: empty the target — a new data dir or \
+                     database — before trying again)",
+                    line["table"]
+                )
+            })?;
             tables += 1;
         } else if let Some(key) = line["integrity_key"].as_str() {
             let path = key_path(&config.data_dir);
