@@ -11,6 +11,57 @@
 pub mod nats;
 pub mod redis;
 
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// The accept loop of both shims: each connection accepted on `listener` is served by
+/// `serve(stream, peer)` on a task of its own until `shutdown` resolves; then `stop` is cancelled
+/// and every connection task is awaited (each flushes what it has queued within its write
+/// deadline). A failed accept (out of file descriptors and the like) is logged and the loop goes
+/// on serving the connections it has. `shim` names the shim in log lines.
+async fn accept_until<F>(
+    shim: &'static str,
+    listener: &TcpListener,
+    stop: &CancellationToken,
+    shutdown: impl Future,
+    mut serve: impl FnMut(TcpStream, SocketAddr) -> F,
+) where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let log_failure = |joined: Result<(), tokio::task::JoinError>| {
+        if let Err(e) = joined {
+            tracing::error!(error = %e, "{shim} shim: a connection task failed");
+        }
+    };
+    let mut connections = JoinSet::new();
+    let mut shutdown = pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = async { (&mut shutdown).await; } => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    connections.spawn(serve(stream, peer));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "{shim} shim: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(joined) = connections.join_next(), if !connections.is_empty() => log_failure(joined),
+        }
+    }
+    stop.cancel();
+    while let Some(joined) = connections.join_next().await {
+        log_failure(joined);
+    }
+}
+
 /// Parses a size in bytes: `1048576`, or with a binary unit `512KiB`, `1MiB` (`K`/`KB`/`M`/`MB`
 /// mean the same powers of 1,024). Used as a clap `value_parser`, hence the `String` error.
 pub fn parse_size(input: &str) -> Result<usize, String> {
@@ -29,6 +80,23 @@ pub fn parse_size(input: &str) -> Result<usize, String> {
         other => return Err(format!("invalid size {input:?}: unknown unit {other:?} (use B, KiB, MiB or GiB)")),
     };
     number.checked_mul(scale).ok_or_else(|| format!("invalid size {input:?}: too large"))
+}
+
+/// Inputs for a decoder's robustness tests: `count` byte strings, each `len` of `pieces` chosen
+/// by a fixed xorshift sequence (the same inputs every run).
+#[cfg(test)]
+fn garbage(pieces: &[&[u8]], count: usize, len: usize) -> impl Iterator<Item = Vec<u8>> {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    (0..count).map(move |_| {
+        let mut input = Vec::new();
+        for _ in 0..len {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            input.extend_from_slice(pieces[(state % pieces.len() as u64) as usize]);
+        }
+        input
+    })
 }
 
 #[cfg(test)]

@@ -542,15 +542,7 @@ mod tests {
             b"\x00",
             b"99999999999999999999",
         ];
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        for _ in 0..2000 {
-            let mut input = Vec::new();
-            for _ in 0..12 {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                input.extend_from_slice(pieces[(state % pieces.len() as u64) as usize]);
-            }
+        for input in crate::shim::garbage(pieces, 2000, 12) {
             let _ = decode_all(&mut codec(), &input);
         }
     }

@@ -31,7 +31,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
-use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior, timeout};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
@@ -128,35 +127,11 @@ pub async fn run_with(listener: TcpListener, options: Options, shutdown: impl Fu
     let addr = listener.local_addr()?;
     let server = Arc::new(Server::new(options, addr));
     let stop = CancellationToken::new();
-    let mut connections = JoinSet::new();
-    let mut shutdown = pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = async { (&mut shutdown).await; } => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    connections.spawn(server.clone().serve(stream, peer, stop.clone()));
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: keep serving the connections we have.
-                    tracing::warn!(error = %e, "nats shim: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            Some(joined) = connections.join_next(), if !connections.is_empty() => log_panic(joined),
-        }
-    }
-    stop.cancel();
-    while let Some(joined) = connections.join_next().await {
-        log_panic(joined);
-    }
+    crate::shim::accept_until("nats", &listener, &stop, shutdown, |stream, peer| {
+        server.clone().serve(stream, peer, stop.clone())
+    })
+    .await;
     Ok(())
-}
-
-fn log_panic(joined: Result<(), tokio::task::JoinError>) {
-    if let Err(e) = joined {
-        tracing::error!(error = %e, "nats shim: a connection task failed");
-    }
 }
 
 struct Server {

@@ -667,15 +667,7 @@ mod tests {
             b"\xff",
             b"\x00",
         ];
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        for _ in 0..5000 {
-            let mut input = Vec::new();
-            for _ in 0..14 {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                input.extend_from_slice(pieces[(state % pieces.len() as u64) as usize]);
-            }
+        for input in crate::shim::garbage(pieces, 5000, 14) {
             let _ = decode_all(&input);
         }
     }

@@ -27,7 +27,6 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::pin::pin;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -36,7 +35,6 @@ use bytes::{Bytes, BytesMut};
 use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior, timeout};
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
@@ -174,39 +172,15 @@ pub async fn run_with(listener: TcpListener, options: Options, shutdown: impl Fu
     };
     let server = Arc::new(Server::new(options, store, addr));
     let stop = CancellationToken::new();
-    let mut connections = JoinSet::new();
     let sweeper = tokio::spawn(sweep(server.clone(), stop.clone()));
-    let mut shutdown = pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = async { (&mut shutdown).await; } => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    connections.spawn(server.clone().serve(stream, peer, stop.clone()));
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: keep serving the connections we have.
-                    tracing::warn!(error = %e, "redis shim: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            Some(joined) = connections.join_next(), if !connections.is_empty() => log_panic(joined),
-        }
-    }
-    stop.cancel();
-    while let Some(joined) = connections.join_next().await {
-        log_panic(joined);
-    }
+    crate::shim::accept_until("redis", &listener, &stop, shutdown, |stream, peer| {
+        server.clone().serve(stream, peer, stop.clone())
+    })
+    .await;
     let _ = sweeper.await;
     let closing = server.clone();
     tokio::task::spawn_blocking(move || closing.store.close()).await.map_err(io::Error::other)?;
     Ok(())
-}
-
-fn log_panic(joined: Result<(), tokio::task::JoinError>) {
-    if let Err(e) = joined {
-        tracing::error!(error = %e, "redis shim: a connection task failed");
-    }
 }
 
 /// Deletes expired keys every [`SWEEP_INTERVAL`] and samples the command rate.
