@@ -71,7 +71,7 @@ pub struct StackArgs {
 }
 
 /// Which images (shared by `acgs bootstrap` and `acgs images save`).
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct ImageArgs {
     /// Infrastructure from images, or `shim`: `acgs shim nats`/`redis` and SQLite per service
     /// (with --no-monitoring, no third-party image but the dind one).
@@ -169,7 +169,7 @@ impl ImageArgs {
 }
 
 /// How to bring a stack up.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct UpArgs {
     /// `dind`: a Docker-in-Docker daemon of the stack's own, reached over mutual TLS; `host`: the
     /// given daemon directly.
@@ -199,6 +199,18 @@ pub struct UpArgs {
     /// The inner daemon's TLS port on 127.0.0.1 (0: any free port).
     #[arg(long, env = "ACGS_BOOTSTRAP_DIND_PORT", default_value_t = 2376, value_name = "PORT")]
     pub dind_port: u16,
+}
+
+impl UpArgs {
+    /// The values with no flag given: the defaults, or their `ACGS_BOOTSTRAP_*` variables.
+    fn unset() -> Result<UpArgs, String> {
+        #[derive(clap::Parser)]
+        struct Unset {
+            #[command(flatten)]
+            up: UpArgs,
+        }
+        <Unset as clap::Parser>::try_parse_from(["acgs bootstrap"]).map(|u| u.up).map_err(|e| e.to_string())
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -248,6 +260,17 @@ pub fn check(args: &BootstrapArgs) -> Result<(), String> {
             args.stack.name
         ));
     }
+    // clap accepts the flags that bring a stack up before any subcommand; they belong to
+    // `bootstrap` itself (and come after `restore`), so elsewhere they would be dropped silently.
+    if args.command.is_some() && args.up != UpArgs::unset()? {
+        return Err(match args.command {
+            Some(BootstrapCommand::Restore(_)) => {
+                "the flags that bring the stack up go after `restore`: acgs bootstrap restore --from FILE --mode …"
+            }
+            _ => "the flags that bring a stack up (--mode, --infra, the images, ports, --timeout) go with `acgs bootstrap` and `acgs bootstrap restore` only",
+        }
+        .to_string());
+    }
     let up = match &args.command {
         None => &args.up,
         Some(BootstrapCommand::Restore(restore)) => &restore.up,
@@ -291,5 +314,42 @@ pub async fn run(args: BootstrapArgs) -> Result<std::process::ExitCode> {
         Some(BootstrapCommand::Logs(logs)) => manage::logs(&args.stack, &logs).await,
         Some(BootstrapCommand::Down(down)) => manage::down(&args.stack, &down).await,
         Some(BootstrapCommand::Backup(backup)) => manage::backup(&args.stack, &backup).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::check;
+    use crate::cli::{Cli, Command};
+
+    /// `check` on `acgs bootstrap ARGS`.
+    fn checked(args: &[&str]) -> Result<(), String> {
+        let argv = ["acgs", "bootstrap"].iter().chain(args);
+        let Command::Bootstrap(bootstrap) = Cli::try_parse_from(argv).expect("parses").command else {
+            panic!("not a bootstrap command");
+        };
+        check(&bootstrap)
+    }
+
+    #[test]
+    fn the_callers_mistakes_are_one_line() {
+        assert!(checked(&[]).is_ok());
+        assert!(checked(&["--name", "s1", "--mode", "host", "--port-base", "0"]).is_ok());
+        assert!(checked(&["--name", "s1", "restore", "--from", "b.json", "--mode", "host"]).is_ok());
+        assert!(checked(&["--name", "s1", "status"]).is_ok());
+        assert!(checked(&["status", "--name", "s1", "--dir", "/tmp/x"]).is_ok());
+
+        let err = checked(&["--mode", "host", "restore", "--from", "b.json"]).unwrap_err();
+        assert!(err.contains("go after `restore`"), "{err}");
+        let err = checked(&["--infra", "shim", "down"]).unwrap_err();
+        assert!(err.contains("only"), "{err}");
+        let err = checked(&["--name", "Bad Name"]).unwrap_err();
+        assert!(err.starts_with("--name"), "{err}");
+        let err = checked(&["--port-base", "65530"]).unwrap_err();
+        assert!(err.contains("six ports above"), "{err}");
+        let err = checked(&["--port-base", "9085", "--prometheus-port", "9090"]).unwrap_err();
+        assert_eq!(err, "--prometheus-port and --port-base both ask for port 9090");
     }
 }
