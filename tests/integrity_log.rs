@@ -235,10 +235,14 @@ async fn dedup_restart_and_tampering() {
         let txn = db.begin_write().unwrap();
         {
             let mut t = txn.open_table(ENTRIES).unwrap();
-            let mut leaf = t.get(77u64).unwrap().unwrap().value().to_vec();
+            let (hashes, mut leaf) = {
+                let row = t.get(77u64).unwrap().unwrap();
+                let (hashes, leaf) = row.value();
+                (hashes.to_vec(), leaf.to_vec())
+            };
             let pos = leaf.iter().position(|&b| b == b'7').unwrap();
             leaf[pos] = b'8';
-            t.insert(77u64, leaf.as_slice()).unwrap();
+            t.insert(77u64, (hashes.as_slice(), leaf.as_slice())).unwrap();
         }
         txn.commit().unwrap();
     }

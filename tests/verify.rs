@@ -14,7 +14,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use acgs::services::integrity::log::{AuditEvent, ENTRIES, LOG_FILE, Log, NODES, node_key};
+use acgs::services::integrity::log::{AuditEvent, ENTRIES, LOG_FILE, Log};
 use acgs::services::integrity::merkle;
 use acgs::services::integrity::note::NoteSigner;
 use base64::Engine;
@@ -146,13 +146,17 @@ fn tamper(dir: &Path, index: u64, rehash: bool, change: impl FnOnce(&mut [u8])) 
     let txn = db.begin_write().expect("write transaction");
     {
         let mut entries = txn.open_table(ENTRIES).expect("entries");
-        let mut leaf = entries.get(index).expect("read").expect("stored").value().to_vec();
+        let (mut hashes, mut leaf) = {
+            let row = entries.get(index).expect("read").expect("stored");
+            let (hashes, leaf) = row.value();
+            (hashes.to_vec(), leaf.to_vec())
+        };
         change(&mut leaf);
-        entries.insert(index, leaf.as_slice()).expect("insert");
         if rehash {
-            let mut nodes = txn.open_table(NODES).expect("nodes");
-            nodes.insert(node_key(0, index), &merkle::leaf_hash(&leaf)).expect("insert");
+            // The row's first hash is the entry's own leaf hash.
+            hashes[..32].copy_from_slice(&merkle::leaf_hash(&leaf));
         }
+        entries.insert(index, (hashes.as_slice(), leaf.as_slice())).expect("insert");
     }
     txn.commit().expect("commit");
 }

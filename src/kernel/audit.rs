@@ -55,10 +55,29 @@ impl AuditEvent {
 
     /// The leaf bytes of the integrity log: canonical JSON (object keys sorted by their bytes at
     /// every depth, no white space), whatever serde_json features are enabled elsewhere.
+    ///
+    /// Written field by field (the same bytes as sorting the event's JSON value, without building
+    /// that value): this runs once per appended event.
     pub fn leaf_bytes(&self) -> Result<Vec<u8>, serde_json::Error> {
-        let value = serde_json::to_value(self)?;
+        // Destructured so that a new field cannot be forgotten here.
+        let AuditEvent { event_id, service, kind, subject, actor, at_ms, data } = self;
         let mut out = Vec::with_capacity(256);
-        write_canonical(&value, &mut out)?;
+        // The keys in byte order.
+        out.extend_from_slice(b"{\"actor\":");
+        serde_json::to_writer(&mut out, actor)?;
+        out.extend_from_slice(b",\"at_ms\":");
+        serde_json::to_writer(&mut out, at_ms)?;
+        out.extend_from_slice(b",\"data\":");
+        write_canonical(data, &mut out)?;
+        out.extend_from_slice(b",\"event_id\":");
+        serde_json::to_writer(&mut out, event_id)?;
+        out.extend_from_slice(b",\"kind\":");
+        serde_json::to_writer(&mut out, kind)?;
+        out.extend_from_slice(b",\"service\":");
+        serde_json::to_writer(&mut out, service)?;
+        out.extend_from_slice(b",\"subject\":");
+        serde_json::to_writer(&mut out, subject)?;
+        out.push(b'}');
         Ok(out)
     }
 }
@@ -208,5 +227,36 @@ impl Relay {
     /// Pending events (for `/ready` and tests).
     pub async fn pending(&self) -> Result<i64, StorageError> {
         self.db.query_opt("SELECT COUNT(*) FROM _outbox", &[]).await?.map_or(Ok(0), |r| r.get_i64(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn leaf_bytes_are_the_events_json_value_with_sorted_keys() {
+        let mut events = vec![
+            AuditEvent::new("auth", "auth.login.failure", "user:1", "system", json!({"z": 1, "a": [true, null]})),
+            AuditEvent::new("", "", "", "", json!(null)),
+            AuditEvent::new(
+                "c\"o\\n\u{1}",
+                "k\n\t",
+                "sübject ✓ \u{1F600}",
+                "</script>",
+                json!({"b": {"y": 1.5, "x": -2, "é": "\u{7f}"}, "a": [{"d": 1, "c": 2}], "": {}}),
+            ),
+        ];
+        events[1].at_ms = -1;
+        events[2].at_ms = i64::MAX;
+        for event in events {
+            let value = serde_json::to_value(&event).expect("value");
+            let mut want = Vec::new();
+            write_canonical(&value, &mut want).expect("canonical");
+            let got = event.leaf_bytes().expect("leaf");
+            assert_eq!(String::from_utf8(got.clone()).expect("utf-8"), String::from_utf8(want).expect("utf-8"));
+            assert_eq!(serde_json::from_slice::<AuditEvent>(&got).expect("parses"), event);
+        }
     }
 }
