@@ -280,10 +280,15 @@ check_wrk acgs
 if [ "$PRESET" = decide ]; then
   # What the load decided, and what reached the log: a full log queue would turn allows into denies.
   sleep 2
-  DECISIONS=$(curl -s --max-time 5 "http://127.0.0.1:8005/metrics" | awk '/^acgs_decisions_total|^acgs_decision_cache_total/ { printf "%s ", $0 }')
+  METRICS=$(curl -s --max-time 5 "http://127.0.0.1:8005/metrics")
+  DECISIONS=$(printf '%s\n' "$METRICS" | awk '/^acgs_decisions_total|^acgs_decision_cache_total/ { printf "%s ", $0 }')
+  REFUSED=$(printf '%s\n' "$METRICS" | awk '/^acgs_decisions_logged_total\{outcome="refused"\}/ { print $2 }')
   LOG_SIZE=$(curl -s --max-time 5 "http://127.0.0.1:8002/api/v1/log/checkpoint" | sed -n 2p)
   step "decisions: $DECISIONS"
   step "integrity log tree size after the load: $LOG_SIZE"
+  if [ "${REFUSED:-0}" != 0 ]; then
+    step "WARNING: $REFUSED decisions were denied because the log queue was full (fail closed): the log did not keep up, and the rate counts those denies"
+  fi
 fi
 LOADED_RSS_KB=$(ps -o rss= -p "$acgs_pid" | tr -d ' ')
 LOADED_RSS_MB=$(awk -v k="$LOADED_RSS_KB" 'BEGIN { printf "%.1f", k / 1024 }')
@@ -298,5 +303,6 @@ label="acgs $METHOD $ROUTE ($TOKEN_ROLE token)"
 [ "$UNIQUE" = 1 ] && label="$label, unique bodies"
 printf '%-40s %14s %12s\n' "$label" "$ACGS_RPS" "$ACGS_P99"
 printf '%-40s %14s\n' "ratio acgs / hello" "$RATIO"
+[ "$PRESET" = decide ] && printf '%-40s %14s\n' "denied: log queue full" "${REFUSED:-0}"
 printf '%-40s %14s\n' "acgs idle RSS (MB)" "$IDLE_RSS_MB"
 printf '%-40s %14s\n' "acgs RSS after load (MB)" "$LOADED_RSS_MB"

@@ -77,6 +77,8 @@ pub struct DecisionLog {
 
 /// Events per append.
 const BATCH: usize = 4096;
+/// Events dropped between two yields of the writer.
+const DROP_SLICE: usize = 256;
 
 impl DecisionLog {
     /// A log with a queue of `capacity` feeding `sink`, and the writer task to spawn; without a
@@ -145,7 +147,12 @@ impl DecisionLog {
 async fn write(mut rx: mpsc::Receiver<AuditEvent>, sink: Arc<dyn AuditSink>, depth: IntGauge) {
     let mut batch = Vec::with_capacity(BATCH);
     loop {
-        batch.clear();
+        // Dropping a full batch takes milliseconds: a slice at a time, yielding between slices,
+        // so that the decisions sharing this runtime thread are not held up behind it.
+        while !batch.is_empty() {
+            batch.truncate(batch.len().saturating_sub(DROP_SLICE));
+            tokio::task::yield_now().await;
+        }
         if rx.recv_many(&mut batch, BATCH).await == 0 {
             return;
         }

@@ -70,6 +70,8 @@ use super::merkle::{self, Hash, ProofError, SubtreeSource};
 pub const LOG_FILE: &str = "integrity.redb";
 /// The most entries one read returns ([`Log::entries`], [`Log::search`]).
 pub const MAX_PAGE: usize = 1000;
+/// Events prepared between two yields of [`Log::append_batch`].
+const PREPARE_SLICE: usize = 256;
 /// The most events one group commit takes from the queue.
 pub const MAX_GROUP: usize = 16_384;
 /// The longest accepted event id, subject, service, kind and actor, in bytes.
@@ -356,7 +358,18 @@ impl Log {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let items = events.iter().map(prepare).collect::<Result<Vec<_>, _>>()?;
+        // Serialising and hashing a large batch takes milliseconds of CPU: done a slice at a
+        // time, yielding between slices, so that the requests sharing this runtime thread (the
+        // decisions a batch comes from) are not held up behind it.
+        let mut items = Vec::with_capacity(events.len());
+        for (i, slice) in events.chunks(PREPARE_SLICE).enumerate() {
+            if i > 0 {
+                tokio::task::yield_now().await;
+            }
+            for event in slice {
+                items.push(prepare(event)?);
+            }
+        }
         self.send(items).await
     }
 
