@@ -231,8 +231,13 @@ fn a_running_deployment_backs_up_and_restores_with_its_log_verifying() {
     let second = work.join("second.acgs");
     ok(&run(&["backup", "-o", &second.display().to_string()], &restored, &None));
     if std::env::var("ACGS_TEST_DATABASE_URL").is_ok_and(|v| !v.is_empty()) {
+        // The running deployment's own backup, straight into PostgreSQL too.
         let target_db = fresh_database_url();
         let target = dir.path().join("restored-pg");
+        ok(&run(&["restore", "--from", &backup_arg], &target, &target_db));
+        check_restored(&target, &target_db, &expected, &key, &old);
+        let target_db = fresh_database_url();
+        let target = dir.path().join("restored-pg-from-sqlite");
         ok(&run(&["restore", "--from", &second.display().to_string()], &target, &target_db));
         check_restored(&target, &target_db, &expected, &key, &old);
     } else {
