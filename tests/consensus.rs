@@ -170,23 +170,28 @@ async fn batches_roles_and_bad_requests() {
     not_a_type["resource"]["type"] = json!("not a type");
     let mut huge = good.clone();
     huge["context"]["reason"] = json!("x".repeat(3 * 1024 * 1024));
+    // Each refusal names what is wrong (and, for JSON, where).
     let cases = [
-        ("context missing required attributes", no_context, 422),
-        ("context attribute of the wrong type", wrong_context, 422),
-        ("context attribute the schema lacks", extra_context, 422),
-        ("unknown action", unknown_action, 422),
-        ("entity not matching the schema", bad_entity, 422),
-        ("unparseable type", not_a_type, 422),
-        ("huge context", huge, 413),
+        ("context missing required attributes", no_context, 422, "`human_approved`"),
+        ("context attribute of the wrong type", wrong_context, 422, "irreversible: \"no\""),
+        ("context attribute the schema lacks", extra_context, 422, "`colour` should not exist"),
+        ("unknown action", unknown_action, 422, "no action Acgs::Action::\"launch\""),
+        ("entity not matching the schema", bad_entity, 422, "`Acgs::Agent::\"a1\"` to have attribute `owner`"),
+        ("unparseable type", not_a_type, 422, "\"not a type\" is not an entity type"),
+        ("huge context", huge, 413, "http.body_limit_bytes"),
         (
             "unknown field",
             json!({ "principal": good["principal"], "action": good["action"], "resource": good["resource"], "extra": 1 }),
             422,
+            "unknown field `extra`",
         ),
     ];
-    for (what, body, status) in cases {
-        let (got, _) = error_code(decide(&app, &token, &body).await).await;
-        assert_eq!(got, status, "{what}");
+    for (what, body, status, needle) in cases {
+        let response = decide(&app, &token, &body).await;
+        assert_eq!(response.status().as_u16(), status, "{what}");
+        let error: Value = response.json().await.expect("a JSON error");
+        let message = error["error"]["message"].as_str().expect("message");
+        assert!(message.contains(needle), "{what}: {message}");
     }
     let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
     let body = format!(r#"{{"principal": {{"type": "Acgs::Agent", "id": "a1"}}, "context": {deep}}}"#);
@@ -199,7 +204,10 @@ async fn batches_roles_and_bad_requests() {
         .send()
         .await
         .expect("post");
-    assert!(response.status().is_client_error(), "deep nesting: {}", response.status());
+    assert_eq!(response.status().as_u16(), 400, "deep nesting");
+    let error: Value = response.json().await.expect("a JSON error");
+    let message = error["error"]["message"].as_str().expect("message");
+    assert!(message.contains("recursion limit exceeded at line 1 column"), "deep nesting: {message}");
     for (content_type, body, status) in [
         ("text/plain", good.to_string(), 415),
         ("application/json", "{\"principal\": ".to_string(), 400),

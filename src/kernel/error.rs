@@ -128,6 +128,22 @@ fn body_rejection(status: StatusCode, text: String) -> ApiError {
     }
 }
 
+/// An error with its causes on one line ("entity does not conform to the schema: attribute
+/// `trust_level` … should exist"), each cause once: many errors repeat their source's text.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}
+
 /// The innermost cause's text: serde's message with line and column, without axum's prefix.
 fn source_text(err: &dyn std::error::Error) -> String {
     let mut current: &dyn std::error::Error = err;

@@ -24,6 +24,8 @@ use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::kernel::error::chain;
+
 /// Tries of an idempotent call before it fails.
 pub const ATTEMPTS: u32 = 3;
 /// Consecutive failed calls that open the circuit.
@@ -289,21 +291,6 @@ fn is_server_failure(status: StatusCode) -> bool {
 /// `d` ± 50 %.
 fn jittered(d: Duration) -> Duration {
     d.mul_f64(rand::thread_rng().gen_range(0.5..1.5))
-}
-
-/// An error with its sources, on one line ("error sending request: connection refused").
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = cause.source();
-    }
-    out
 }
 
 /// Consecutive failures, and when calls may be tried again.

@@ -11,6 +11,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use reqwest::{StatusCode, Url};
 
 use super::{fmt_duration, parse_duration};
+use crate::kernel::error::chain;
 
 /// Probe an HTTP(S) endpoint; succeed only on a 2xx within the time-out.
 #[derive(Debug, Clone, clap::Args)]
@@ -64,7 +65,7 @@ pub async fn check(url: &str, timeout: Duration) -> Result<StatusCode> {
         Ok(Err(e)) if e.is_timeout() => {
             bail!("unhealthy: {url} did not answer within {}", fmt_duration(timeout))
         }
-        Ok(Err(e)) => return Err(anyhow!("unhealthy: GET {url} failed: {}", error_chain(&e))),
+        Ok(Err(e)) => return Err(anyhow!("unhealthy: GET {url} failed: {}", chain(&e))),
         Ok(Ok(response)) => response,
     };
     let status = response.status();
@@ -72,19 +73,4 @@ pub async fn check(url: &str, timeout: Duration) -> Result<StatusCode> {
         bail!("unhealthy: {url} returned {status}");
     }
     Ok(status)
-}
-
-/// reqwest's top-level message ("error sending request for url …") hides the cause
-/// ("Connection refused"); join the whole chain into one line.
-pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if parts.last() != Some(&text) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    parts.join(": ")
 }

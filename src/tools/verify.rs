@@ -48,8 +48,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::healthcheck::error_chain;
 use super::parse_duration;
+use crate::kernel::error::chain as error_chain;
 use crate::services::integrity::KEY_FILE;
 use crate::services::integrity::log::{self, AuditEvent, Log, LogError, MAX_PAGE};
 use crate::services::integrity::merkle::{self, Hash, RootBuilder, SubtreeSource, VerifyError};

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cache::DecisionCache;
 use super::cedar_json;
+use crate::kernel::error::chain;
 use crate::kernel::policy::{self, PolicyError};
 
 /// A Cedar entity reference as JSON: `{"type": "Acgs::Agent", "id": "a1"}`.
@@ -167,7 +168,7 @@ impl Engine {
         let own = entities.as_array().is_none_or(|list| !list.is_empty());
         let entities = Entities::from_json_value(entities.clone(), Some(&schema)).map_err(|e| {
             PolicyError::Invalid(vec![policy::Problem {
-                message: format!("entities: {e}"),
+                message: format!("entities: {}", chain(&e)),
                 line: None,
                 column: None,
                 policy: None,
@@ -283,21 +284,21 @@ impl Engine {
     /// for every error message.
     fn cedar_context(&self, request: &DecideRequest, action: &EntityUid) -> Result<Context, DecideError> {
         let context = Context::from_json_value(request.context.clone(), Some((&self.schema, action)))
-            .map_err(|e| DecideError::Request(format!("context: {e}")))?;
+            .map_err(|e| DecideError::Request(format!("context: {}", chain(&e))))?;
         // Schema-directed reading does not catch every mismatch (a string where a Bool is
         // declared passes it), so the context is validated against the action's context type.
-        context.validate(&self.schema, action).map_err(|e| DecideError::Request(format!("context: {e}")))?;
+        context.validate(&self.schema, action).map_err(|e| DecideError::Request(format!("context: {}", chain(&e))))?;
         Ok(context)
     }
 
     /// The request's entities read by Cedar's own JSON reader and added to the set's.
     fn cedar_entities(&self, request: &DecideRequest) -> Result<Entities, DecideError> {
         let extra = Entities::from_json_value(serde_json::Value::Array(request.entities.clone()), Some(&self.schema))
-            .map_err(|e| DecideError::Entities(e.to_string()))?;
+            .map_err(|e| DecideError::Entities(chain(&e)))?;
         self.entities
             .clone()
             .add_entities(extra.iter().cloned(), Some(&self.schema))
-            .map_err(|e| DecideError::Entities(e.to_string()))
+            .map_err(|e| DecideError::Entities(chain(&e)))
     }
 
     /// The slice of a request's environment; an environment the schema does not have is an error.
